@@ -36,9 +36,10 @@ pub mod header {
     /// `h2::Error::from(reason)` before any response headers, so hyper resets the HTTP/2
     /// stream with it. Over HTTP/1.1 hyper closes the connection.
     pub const RESET_BEFORE_HEADERS: &str = "x-test-reset-before-headers";
-    /// Request: a reason: the response headers and body data go out, then the body fails with
-    /// `h2::Error::from(reason)`, so hyper resets the HTTP/2 stream with it (no trailers are
-    /// sent). Over HTTP/1.1 hyper aborts the connection mid-body.
+    /// Request: a reason: the response headers and body data go out, then after a 50 ms pause
+    /// (h2 discards a stream's unsent frames when it is reset, so the data leaves first) the
+    /// body fails with `h2::Error::from(reason)` and hyper resets the HTTP/2 stream with it (no
+    /// trailers are sent). Over HTTP/1.1 hyper aborts the connection mid-body.
     pub const RESET_AFTER_HEADERS: &str = "x-test-reset-after-headers";
     /// Request: a `content-length` value for the response whatever its body is, to produce a
     /// length mismatch; the body is then sent without a length hint.
@@ -61,6 +62,9 @@ pub mod header {
 
 /// The largest body the backend generates for `x-test-body-len` or `x-test-drip` (64 MiB).
 pub const MAX_GENERATED_BODY: u64 = 64 * 1024 * 1024;
+
+/// The pause between the body data and the error for `x-test-reset-after-headers`.
+const RESET_PAUSE: Duration = Duration::from_millis(50);
 
 /// The deterministic bytes the backend sends for `x-test-body-len` and `x-test-drip`: byte `i`
 /// is `b'a' + i % 26`, so a truncated or reordered body does not compare equal.
@@ -211,7 +215,8 @@ pub(crate) async fn respond(
 
     let mut length_known = script.drip.is_none() && script.content_length.is_none();
     if let Some(reason) = script.reset_after_headers {
-        body = body.error(h2::Error::from(reason));
+        // h2 drops a stream's queued frames when it is reset: pause so the data leaves first.
+        body = body.delay(RESET_PAUSE).error(h2::Error::from(reason));
         length_known = false;
     } else if let Some(trailers) = script.trailers {
         let names = trailers

@@ -13,6 +13,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
+#[cfg(test)]
+mod tests;
+
 /// The error type of [`MockBody`] and of the test servers' bodies.
 ///
 /// Any error can be scripted, including `h2::Error::from(h2::Reason::CANCEL)`; it is stored

@@ -62,7 +62,10 @@
 //! Protocol notes (hyper's behaviour, not the backend's): a reset over HTTP/1.1 closes the
 //! connection (before headers) or aborts it mid-body; HTTP/1.1 trailers need the request to
 //! carry `te: trailers` and are sent with chunked encoding. A body with trailers, a reset or a
-//! drip has no length (chunked on HTTP/1.1); other bodies get a `content-length`.
+//! drip has no length (chunked on HTTP/1.1); other bodies get a `content-length`. With
+//! `x-test-content-length`, an HTTP/2 client (h2) resets the stream with `PROTOCOL_ERROR` on a
+//! mismatch; an HTTP/1.1 client sees a short body as an incomplete-body error when the
+//! backend closes the connection, and reads a long one only up to the declared length.
 //!
 //! # Errors
 //!
