@@ -36,7 +36,7 @@ pub mod header {
     /// `h2::Error::from(reason)` before any response headers, so hyper resets the HTTP/2
     /// stream with it. Over HTTP/1.1 hyper closes the connection.
     pub const RESET_BEFORE_HEADERS: &str = "x-test-reset-before-headers";
-    /// Request: a reason: the response headers and body data go out, then after a 50 ms pause
+    /// Request: a reason: the response headers and body data go out, then after a 100 ms pause
     /// (h2 discards a stream's unsent frames when it is reset, so the data leaves first) the
     /// body fails with `h2::Error::from(reason)` and hyper resets the HTTP/2 stream with it (no
     /// trailers are sent). Over HTTP/1.1 hyper aborts the connection mid-body.
@@ -64,7 +64,7 @@ pub mod header {
 pub const MAX_GENERATED_BODY: u64 = 64 * 1024 * 1024;
 
 /// The pause between the body data and the error for `x-test-reset-after-headers`.
-const RESET_PAUSE: Duration = Duration::from_millis(50);
+const RESET_PAUSE: Duration = Duration::from_millis(100);
 
 /// The deterministic bytes the backend sends for `x-test-body-len` and `x-test-drip`: byte `i`
 /// is `b'a' + i % 26`, so a truncated or reordered body does not compare equal.
@@ -152,7 +152,9 @@ pub(crate) async fn respond(
     let (parts, body) = req.into_parts();
     let index = state.record_head(&parts);
     let (collected, error) = collect_until_error(body).await;
-    let error_text = error.as_ref().map(|error| error_chain(error));
+    let error_text = error
+        .as_ref()
+        .map(|error| (error_chain(error), crate::h2_reason(error)));
     state.finish_body(
         index,
         collected.data.clone(),

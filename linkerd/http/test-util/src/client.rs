@@ -22,7 +22,9 @@ use crate::BoxError;
 /// Requests may carry any body whose data is `Bytes` ([`MockBody`](crate::MockBody),
 /// `http_body_util::Full`, a `hyper::body::Incoming` being forwarded, ...). On HTTP/1.1 the
 /// connection carries one request at a time: read (or drop) a response body before sending
-/// the next request. Dropping the client closes the connection.
+/// the next request. Dropping the client closes the connection. hyper sends request trailers
+/// over HTTP/1.1 only when the request names them in a `trailer` header (and uses chunked
+/// encoding, which it does for a body without an exact size hint).
 ///
 /// ```
 /// use linkerd_http_test_util::{HttpClient, TestServer, collect};

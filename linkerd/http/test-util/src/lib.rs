@@ -44,12 +44,12 @@
 //! | request header | effect |
 //! | --- | --- |
 //! | `x-test-status: 503` | response status (default 200) |
-//! | `x-test-delay-ms: 50` | wait before the response headers |
+//! | `x-test-delay-ms: 50` | wait before the response headers (after reading the request body) |
 //! | `x-test-body-len: 1000` | body of 1000 bytes of [`body_pattern`] instead of the echo |
 //! | `x-test-drip: 5,100,20` | body of 5 data frames of 100 pattern bytes, each after a 20 ms wait |
 //! | `x-test-trailers: a=1,b=2` | trailers after the body (and a `trailer: a, b` header) |
 //! | `x-test-reset-before-headers: CANCEL` | no response: the service fails with `h2::Error::from(Reason::CANCEL)` |
-//! | `x-test-reset-after-headers: CANCEL` | headers and body data, then the body fails with that reason |
+//! | `x-test-reset-after-headers: CANCEL` | headers and body data, a 100 ms pause, then the body fails with that reason |
 //! | `x-test-content-length: 7` | response `content-length: 7` whatever the body (a mismatch on purpose) |
 //!
 //! Without `x-test-body-len` or `x-test-drip` the response body is the request body. Every
@@ -66,6 +66,14 @@
 //! `x-test-content-length`, an HTTP/2 client (h2) resets the stream with `PROTOCOL_ERROR` on a
 //! mismatch; an HTTP/1.1 client sees a short body as an incomplete-body error when the
 //! backend closes the connection, and reads a long one only up to the declared length.
+//!
+//! The pause before a reset after headers exists because h2 discards a stream's unsent frames
+//! (data, even response headers) when the stream is reset: without it the client would often
+//! see a bare reset. Code under test that forwards data and then a reset faces the same rule.
+//!
+//! # Extensions
+//!
+//! This crate reads and writes no request or response extension types.
 //!
 //! # Errors
 //!

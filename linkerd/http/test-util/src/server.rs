@@ -68,6 +68,9 @@ pub struct ReceivedRequest {
     pub body_complete: bool,
     /// The error that ended the body early (for example a client reset), as text.
     pub body_error: Option<String>,
+    /// The HTTP/2 reason in `body_error`'s chain: how the client (or a proxy) reset the
+    /// request stream.
+    pub body_reset: Option<h2::Reason>,
 }
 
 #[derive(Debug, Default)]
@@ -258,6 +261,7 @@ impl State {
             trailers: None,
             body_complete: false,
             body_error: None,
+            body_reset: None,
         });
         received.len() - 1
     }
@@ -267,13 +271,16 @@ impl State {
         index: usize,
         body: Bytes,
         trailers: Option<HeaderMap>,
-        error: Option<String>,
+        error: Option<(String, Option<h2::Reason>)>,
     ) {
         if let Some(record) = self.lock_received().get_mut(index) {
             record.body = body;
             record.trailers = trailers;
             record.body_complete = error.is_none();
-            record.body_error = error;
+            if let Some((text, reason)) = error {
+                record.body_error = Some(text);
+                record.body_reset = reason;
+            }
         }
     }
 }

@@ -513,3 +513,67 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         );
     }
 }
+
+#[tokio::test]
+async fn raw_h2_sends_and_reads_trailers() {
+    let server = TestServer::backend().await.expect("bind");
+    let mut client = H2Client::connect(server.addr()).await.expect("connect");
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-req-trailer", "yes".parse().expect("value"));
+    let req = Request::post("/grpc")
+        .header(header::TRAILERS, "grpc-status=14")
+        .body(Bytes::from_static(b"payload"))
+        .expect("valid request");
+    let rsp = client
+        .request_with_trailers(req, Some(trailers.clone()))
+        .await
+        .expect("response");
+    assert_eq!(rsp.data, "payload", "echoed body");
+    let rsp_trailers = rsp.trailers.expect("response trailers arrive");
+    assert_eq!(rsp_trailers["grpc-status"], "14");
+    assert!(rsp.body_error.is_none(), "a clean end");
+    let record = server.requests().pop().expect("recorded");
+    assert_eq!(
+        record.trailers,
+        Some(trailers),
+        "request trailers sent by the raw client reach the backend"
+    );
+}
+
+#[tokio::test]
+async fn client_reset_is_recorded_as_a_body_error() {
+    let server = TestServer::backend().await.expect("bind");
+    let mut client = H2Client::connect(server.addr()).await.expect("connect");
+    let req = Request::post("/upload").body(()).expect("valid request");
+    let (_response, mut stream) = client.send_request(req, false).await.expect("stream opens");
+    stream
+        .send_data(Bytes::from_static(b"partial"), false)
+        .expect("data is queued");
+    // Wait (bounded) until the backend has the request, then cancel it.
+    for _ in 0..500 {
+        if server.request_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stream.send_reset(h2::Reason::CANCEL);
+    let mut record = None;
+    for _ in 0..500 {
+        record = server
+            .requests()
+            .pop()
+            .filter(|record| record.body_error.is_some());
+        if record.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let record = record.expect("the backend records the failed body");
+    assert!(!record.body_complete, "a reset body is not complete");
+    assert_eq!(
+        record.body_reset,
+        Some(h2::Reason::CANCEL),
+        "the client's reset reason is recorded: {:?}",
+        record.body_error
+    );
+}
