@@ -1,0 +1,204 @@
+use crate::{RequestBody, ResponseBody, StreamTimeouts, timer::Deadlines};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use linkerd_http_classify::{BoxError, Deadline, encode_grpc_timeout, is_grpc, parse_grpc_timeout};
+use pin_project_lite::pin_project;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Applies [`StreamTimeouts`] to every request of the wrapped service.
+///
+/// Build it with [`StreamTimeoutsLayer::new`] or [`StreamTimeoutsService::layer`].
+#[derive(Clone, Debug, Default)]
+pub struct StreamTimeoutsLayer {
+    timeouts: StreamTimeouts,
+}
+
+/// The service built by [`StreamTimeoutsLayer`].
+///
+/// Named `StreamTimeoutsService` rather than `StreamTimeouts<S>` because [`StreamTimeouts`] is
+/// the configuration (and request extension) type that DESIGN.md section 2 names.
+#[derive(Clone, Debug)]
+pub struct StreamTimeoutsService<S> {
+    inner: S,
+    timeouts: StreamTimeouts,
+}
+
+pin_project! {
+    /// The response future of [`StreamTimeoutsService`]: enforces `lifetime`,
+    /// `response_headers`, `response_end` and `idle` until the response headers arrive.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        deadlines: Option<Deadlines>,
+    }
+}
+
+// === impl StreamTimeoutsLayer ===
+
+impl StreamTimeoutsLayer {
+    /// A layer applying `timeouts` to requests that carry no [`StreamTimeouts`] extension.
+    pub const fn new(timeouts: StreamTimeouts) -> Self {
+        Self { timeouts }
+    }
+
+    /// The default timeouts of this layer.
+    pub const fn timeouts(&self) -> &StreamTimeouts {
+        &self.timeouts
+    }
+}
+
+impl<S> Layer<S> for StreamTimeoutsLayer {
+    type Service = StreamTimeoutsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StreamTimeoutsService::new(inner, self.timeouts)
+    }
+}
+
+// === impl StreamTimeoutsService ===
+
+impl<S> StreamTimeoutsService<S> {
+    /// Wraps `inner`, applying `timeouts` to requests without a [`StreamTimeouts`] extension.
+    pub const fn new(inner: S, timeouts: StreamTimeouts) -> Self {
+        Self { inner, timeouts }
+    }
+
+    /// A shortcut for [`StreamTimeoutsLayer::new`].
+    pub const fn layer(timeouts: StreamTimeouts) -> StreamTimeoutsLayer {
+        StreamTimeoutsLayer::new(timeouts)
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, RspB> Service<Request<ReqB>> for StreamTimeoutsService<S>
+where
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<RspB>>,
+    S::Error: Into<BoxError>,
+    ReqB: http_body::Body,
+    RspB: http_body::Body,
+{
+    type Response = Response<ResponseBody<RspB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let timeouts = req
+            .extensions_mut()
+            .remove::<StreamTimeouts>()
+            .unwrap_or(self.timeouts);
+        let (lifetime, grpc_timeout) = effective_lifetime(timeouts.lifetime, req.headers());
+        let deadlines = if lifetime.is_none() && timeouts.is_empty() {
+            None
+        } else {
+            let now = Instant::now();
+            if let Some(at) = lifetime.and_then(|d| now.checked_add(d)) {
+                // An earlier deadline set further out (another layer, the application) stays.
+                let at = match req.extensions().get::<Deadline>() {
+                    Some(Deadline(earlier)) => at.min(*earlier),
+                    None => at,
+                };
+                req.extensions_mut().insert(Deadline(at));
+                if grpc_timeout {
+                    let remaining = at.saturating_duration_since(now);
+                    req.headers_mut()
+                        .insert(GRPC_TIMEOUT, encode_grpc_timeout(remaining));
+                }
+            }
+            Deadlines::new(&timeouts, lifetime, now, req.body().is_end_stream())
+        };
+        let shared = deadlines.as_ref().and_then(|d| d.shared().cloned());
+        let req = req.map(|body| RequestBody::new(body, shared));
+        ResponseFuture {
+            inner: self.inner.call(req),
+            sleep: None,
+            deadlines,
+        }
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // A response that is ready wins over a timer that fires in the same turn.
+        if let Poll::Ready(res) = this.inner.poll(cx) {
+            let rsp = res.map_err(Into::into)?;
+            let deadlines = this.deadlines.take();
+            if let Some(deadlines) = &deadlines {
+                deadlines.response_frame(Instant::now());
+            }
+            this.sleep.set(None);
+            return Poll::Ready(Ok(rsp.map(|body| ResponseBody::new(body, deadlines))));
+        }
+        if let Some(deadlines) = this.deadlines.as_ref()
+            && let Poll::Ready(expired) = deadlines.poll_expired(this.sleep.as_mut(), cx, false)
+        {
+            return Poll::Ready(Err(expired.into_error()));
+        }
+        Poll::Pending
+    }
+}
+
+// === grpc-timeout ===
+
+/// The lifetime after a gRPC request's `grpc-timeout` (which may shorten it, never lengthen
+/// it), and whether the request carried a valid `grpc-timeout` to re-write upstream.
+///
+/// A malformed value is ignored (logged at debug level) and left as it is.
+fn effective_lifetime(lifetime: Option<Duration>, headers: &HeaderMap) -> (Option<Duration>, bool) {
+    let Some(value) = headers.get(GRPC_TIMEOUT).filter(|_| is_grpc(headers)) else {
+        return (lifetime, false);
+    };
+    match grpc_timeout(value) {
+        Some(d) => (Some(lifetime.map_or(d, |l| l.min(d))), true),
+        None => (lifetime, false),
+    }
+}
+
+fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    match parse_grpc_timeout(value.as_bytes()) {
+        Ok(d) => Some(d),
+        Err(error) => {
+            tracing::debug!(%error, "ignoring a malformed grpc-timeout");
+            None
+        }
+    }
+}
