@@ -1,0 +1,391 @@
+//! One endpoint: a client that dials one address whatever the request URI says, with a health
+//! state that keeps `poll_ready` Pending (never Err) while the endpoint connects or backs off.
+
+use crate::{BoxBody, BoxError};
+use http::{Request, Response, Uri, Version, uri::Authority};
+use http_body_util::BodyExt;
+use hyper_util::{
+    client::legacy::{Client, connect::Connected, connect::Connection},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+use linkerd_exp_backoff::ExponentialBackoff;
+use linkerd_http_classify::{ProxyError, is_connect_error};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+use tokio::{net::TcpStream, sync::Notify};
+
+/// Counts a backend's endpoints by state (for `balancer_endpoints` and fail-fast).
+#[derive(Debug, Default)]
+pub struct EndpointStates {
+    ready: std::sync::atomic::AtomicI64,
+    pending: std::sync::atomic::AtomicI64,
+}
+
+impl EndpointStates {
+    /// Endpoints currently ready.
+    pub fn ready(&self) -> i64 {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Endpoints connecting or backing off.
+    pub fn pending(&self) -> i64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// All endpoints.
+    pub fn total(&self) -> i64 {
+        self.ready() + self.pending()
+    }
+}
+
+/// How an endpoint speaks to its address.
+#[derive(Clone, Debug)]
+pub struct EndpointParams {
+    /// HTTP/2 prior knowledge instead of HTTP/1.1.
+    pub http2: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: ExponentialBackoff,
+    /// Idle HTTP/1.1 connections kept per endpoint.
+    pub max_idle: usize,
+}
+
+/// The endpoint service.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    http2: bool,
+    client: Client<FixedConnector, BoxBody>,
+    health: Arc<Health>,
+}
+
+#[derive(Debug)]
+struct Health {
+    ready: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    failed: Arc<Notify>,
+    closed: AtomicBool,
+    states: Arc<EndpointStates>,
+}
+
+/// A connector that always dials one address.
+#[derive(Clone, Debug)]
+pub struct FixedConnector {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+/// A connected TCP stream for hyper-util's client.
+#[derive(Debug)]
+pub struct Conn(TokioIo<TcpStream>);
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// Creates the endpoint and starts its connectivity prober.
+    pub fn new(addr: SocketAddr, params: &EndpointParams, states: Arc<EndpointStates>) -> Self {
+        let connector = FixedConnector {
+            addr,
+            timeout: params.connect_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(params.max_idle)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_only(params.http2)
+            .build(connector);
+        states.pending.fetch_add(1, Ordering::Relaxed);
+        let health = Arc::new(Health {
+            ready: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            failed: Arc::new(Notify::new()),
+            closed: AtomicBool::new(false),
+            states,
+        });
+        tokio::spawn(probe(
+            addr,
+            params.connect_timeout,
+            params.backoff,
+            Arc::downgrade(&health),
+        ));
+        Self {
+            addr,
+            http2: params.http2,
+            client,
+            health,
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Removes the endpoint from its backend's counts and stops its prober (discovery removed
+    /// it; the balancer drops its copy lazily).
+    pub fn retire(&self) {
+        self.health.retire();
+    }
+}
+
+impl tower::Service<Request<BoxBody>> for Endpoint {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.health.ready.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        *self.health.waker.lock().expect("endpoint waker lock") = Some(cx.waker().clone());
+        // Re-check: the prober may have flipped the state before the waker was stored.
+        if self.health.ready.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        absolute_uri(&mut req, self.addr);
+        *req.version_mut() = if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client = self.client.clone();
+        let health = self.health.clone();
+        Box::pin(async move {
+            match client.request(req).await {
+                Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
+                Err(error) => {
+                    if is_connect_error(&error) {
+                        health.mark_failed();
+                        return Err(ProxyError::connect_failed().with_source(error).into());
+                    }
+                    Err(error.into())
+                }
+            }
+        })
+    }
+}
+
+/// Gives the request an absolute URI (hyper-util's client needs one) with the authority the
+/// request already names (URI authority, else `Host`), falling back to the endpoint address.
+fn absolute_uri<B>(req: &mut Request<B>, addr: SocketAddr) {
+    if req.uri().scheme().is_some() && req.uri().authority().is_some() {
+        return;
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .cloned()
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        })
+        .unwrap_or_else(|| {
+            Authority::try_from(addr.to_string()).expect("a socket address is an authority")
+        });
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+// === impl Health ===
+
+impl Health {
+    fn set_ready(&self, ready: bool) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let was = self.ready.swap(ready, Ordering::AcqRel);
+        if was != ready {
+            let (inc, dec) = if ready {
+                (&self.states.ready, &self.states.pending)
+            } else {
+                (&self.states.pending, &self.states.ready)
+            };
+            inc.fetch_add(1, Ordering::Relaxed);
+            dec.fetch_sub(1, Ordering::Relaxed);
+        }
+        if ready && let Some(w) = self.waker.lock().expect("endpoint waker lock").take() {
+            w.wake();
+        }
+    }
+
+    fn mark_failed(&self) {
+        self.set_ready(false);
+        self.failed.notify_one();
+    }
+}
+
+impl Health {
+    /// Leaves the endpoint set: stops counting this endpoint and stops its prober. Idempotent.
+    fn retire(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let counter = if self.ready.load(Ordering::Acquire) {
+            &self.states.ready
+        } else {
+            &self.states.pending
+        };
+        counter.fetch_sub(1, Ordering::Relaxed);
+        self.failed.notify_one();
+    }
+}
+
+impl Drop for Health {
+    fn drop(&mut self) {
+        self.retire();
+    }
+}
+
+/// Keeps an endpoint's health: connect; once connected the endpoint is ready until a request
+/// fails to connect; then reconnect with backoff. Ends when the endpoint is dropped.
+async fn probe(
+    addr: SocketAddr,
+    timeout: Duration,
+    backoff: ExponentialBackoff,
+    health: std::sync::Weak<Health>,
+) {
+    let mut attempt = 0u32;
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(timeout, TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        );
+        let Some(h) = health.upgrade() else { return };
+        if ok {
+            attempt = 0;
+            h.set_ready(true);
+            // Wait until a request reports a connection failure (or the endpoint goes away).
+            let failed = h.failed.clone();
+            drop(h);
+            tokio::select! {
+                _ = failed.notified() => {}
+                _ = closed(&health) => return,
+            }
+            if health
+                .upgrade()
+                .is_none_or(|h| h.closed.load(Ordering::Acquire))
+            {
+                return;
+            }
+        } else {
+            h.set_ready(false);
+            drop(h);
+            let delay = backoff.delay(attempt, &mut rng);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = closed(&health) => return,
+            }
+        }
+    }
+}
+
+/// Resolves once the endpoint's health is gone (polled every second while waiting).
+async fn closed(health: &std::sync::Weak<Health>) {
+    loop {
+        match health.upgrade() {
+            None => return,
+            Some(h) if h.closed.load(Ordering::Acquire) => return,
+            Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+use rand::SeedableRng;
+
+// === impl FixedConnector ===
+
+impl tower::Service<Uri> for FixedConnector {
+    type Response = Conn;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Conn>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let (addr, timeout) = (self.addr, self.timeout);
+        Box::pin(async move {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+            let _ = stream.set_nodelay(true);
+            Ok(Conn(TokioIo::new(stream)))
+        })
+    }
+}
+
+// === impl Conn ===
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,228 @@
+//! YAML loading with positions: every error names the line and column of the offending value.
+//!
+//! `marked-yaml` keeps a span on every node, so errors found after deserialization (an unknown
+//! backend, a bad regex) are mapped back to a position by walking the node tree along the
+//! field path; its serde integration (with `serde_path_to_error`) reports the path and span of
+//! type errors and unknown fields.
+
+use super::ConfigError;
+use marked_yaml::{LoaderOptions, Node};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+/// A parsed document and the file it came from.
+#[derive(Debug)]
+pub(crate) struct Document<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) root: Node,
+}
+
+/// One step of a field path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl<'a> Document<'a> {
+    /// Parses `text` (from `file`) into a node tree.
+    pub(crate) fn parse(file: &'a Path, text: &str) -> Result<Self, ConfigError> {
+        let options = LoaderOptions::default().error_on_duplicate_keys(true);
+        match marked_yaml::parse_yaml_with_options(0, text, options) {
+            Ok(root) => Ok(Self { file, root }),
+            Err(e) => {
+                let (line, column, message) = load_error(&e);
+                Err(ConfigError {
+                    file: file.to_owned(),
+                    line,
+                    column,
+                    path: String::new(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// An error at `path` (rendered like `routes[0].rules[1].backendRefs[0].name`), located at
+    /// the deepest node of the path that exists.
+    pub(crate) fn error_at(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = locate(&self.root, &parse_path(path));
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The node at `path`, if present.
+    pub(crate) fn node(&self, path: &str) -> Option<&Node> {
+        walk(&self.root, &parse_path(path))
+            .filter(|(_, complete)| *complete)
+            .map(|(n, _)| n)
+    }
+
+    /// Deserializes the node at `path` (which must exist) into `T`, with errors located.
+    pub(crate) fn deserialize<T: DeserializeOwned>(&self, path: &str) -> Result<T, ConfigError> {
+        let node = self
+            .node(path)
+            .ok_or_else(|| self.error_at(path, "missing field"))?;
+        marked_yaml::from_node::<T>(node).map_err(|e| {
+            let inner_path = e.path().unwrap_or("").trim_start_matches('.').to_owned();
+            let full = join(path, &inner_path);
+            let mark = e.start_mark();
+            let message = describe(&e);
+            match mark {
+                Some(m) => ConfigError {
+                    file: self.file.to_owned(),
+                    line: m.line(),
+                    column: m.column(),
+                    path: full,
+                    message,
+                },
+                None => self.error_at(&full, message),
+            }
+        })
+    }
+}
+
+/// Joins a base path and a relative one.
+pub(crate) fn join(base: &str, rel: &str) -> String {
+    match (base.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_owned(),
+        (_, true) => base.to_owned(),
+        _ if rel.starts_with('[') => format!("{base}{rel}"),
+        _ => format!("{base}.{rel}"),
+    }
+}
+
+fn describe(e: &marked_yaml::FromNodeError) -> String {
+    use marked_yaml::Error as E;
+    match &**e {
+        E::UnknownFieldError(field, expected, _) => {
+            if expected.is_empty() {
+                format!("unknown field `{field}`")
+            } else {
+                format!(
+                    "unknown field `{field}`, expected one of {}",
+                    expected
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        }
+        E::NotBoolean(_) => "expected a boolean".to_owned(),
+        E::IntegerParseFailure(err, _) => format!("invalid integer: {err}"),
+        E::FloatParseFailure(err, _) => format!("invalid number: {err}"),
+        E::Other(msg, _) => msg.clone(),
+    }
+}
+
+fn load_error(e: &marked_yaml::LoadError) -> (usize, usize, String) {
+    use marked_yaml::LoadError as L;
+    match e {
+        L::TopLevelMustBeMapping(m) => (
+            m.line(),
+            m.column(),
+            "the document must be a mapping".into(),
+        ),
+        L::TopLevelMustBeSequence(m) => (m.line(), m.column(), "unexpected sequence".into()),
+        L::UnexpectedAnchor(m) => (
+            m.line(),
+            m.column(),
+            "YAML anchors are not supported".into(),
+        ),
+        L::MappingKeyMustBeScalar(m) => {
+            (m.line(), m.column(), "mapping keys must be scalars".into())
+        }
+        L::UnexpectedTag(m) => (m.line(), m.column(), "YAML tags are not supported".into()),
+        L::ScanError(m, err) => (m.line(), m.column(), format!("invalid YAML: {err}")),
+        L::DuplicateKey(inner) => {
+            let m = inner.key.span().start().copied();
+            let (line, column) = m.map(|m| (m.line(), m.column())).unwrap_or((0, 0));
+            (
+                line,
+                column,
+                format!("duplicate key `{}`", inner.key.as_str()),
+            )
+        }
+    }
+}
+
+/// Parses `a.b[0].c` into segments.
+pub(crate) fn parse_path(path: &str) -> Vec<Segment> {
+    let mut out = vec![];
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Segment::Key(key.to_owned()));
+        }
+        while let Some(end) = rest.find(']') {
+            if let Ok(i) = rest[1..end].parse() {
+                out.push(Segment::Index(i));
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+    out
+}
+
+/// Walks `path` from `root`, returning the deepest node reached and whether it is the whole path.
+fn walk<'n>(root: &'n Node, path: &[Segment]) -> Option<(&'n Node, bool)> {
+    let mut node = root;
+    for seg in path {
+        let next = match (seg, node) {
+            (Segment::Key(k), Node::Mapping(m)) => m.get(k.as_str()),
+            (Segment::Index(i), Node::Sequence(s)) => s.get(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return Some((node, false)),
+        }
+    }
+    Some((node, true))
+}
+
+fn locate(root: &Node, path: &[Segment]) -> (usize, usize) {
+    walk(root, path)
+        .and_then(|(n, _)| n.span().start().copied())
+        .map(|m| (m.line(), m.column()))
+        .unwrap_or((0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("routes[0].rules[12].name"),
+            vec![
+                Segment::Key("routes".into()),
+                Segment::Index(0),
+                Segment::Key("rules".into()),
+                Segment::Index(12),
+                Segment::Key("name".into()),
+            ]
+        );
+        assert_eq!(join("routes[0]", "rules[1].x"), "routes[0].rules[1].x");
+        assert_eq!(join("backends", "[2]"), "backends[2]");
+    }
+
+    #[test]
+    fn locates_values() {
+        let file = Path::new("t.yaml");
+        let doc = Document::parse(file, "a:\n  b:\n    - x: 1\n    - x: 2\n").unwrap();
+        let e = doc.error_at("a.b[1].x", "bad");
+        assert_eq!((e.line, e.column), (4, 10));
+        assert_eq!(e.to_string(), "t.yaml:4:10: a.b[1].x: bad");
+    }
+}

@@ -1,0 +1,220 @@
+//! The server edge (DESIGN.md section 3 step 1): accept, bounded protocol detection, one hyper
+//! connection serving HTTP/1.1 or h2c, the response normaliser, graceful shutdown.
+
+use crate::BoxBody;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tower::{Service, ServiceExt};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The client's address (request extension written by the server edge).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Settings of the server edge.
+#[derive(Clone, Debug)]
+pub struct ServerParams {
+    /// Bounds protocol detection and each HTTP/1.1 request head.
+    pub header_read_timeout: Duration,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_concurrent_streams: Option<u32>,
+    /// Adaptive HTTP/2 flow-control windows.
+    pub adaptive_window: bool,
+    /// HTTP/2 keep-alive PING interval.
+    pub keep_alive_interval: Option<Duration>,
+    /// HTTP/2 keep-alive PING timeout.
+    pub keep_alive_timeout: Duration,
+}
+
+/// Observes connections opening and closing (for `http_server_connections_open`).
+pub trait ConnectionObserver: Send + Sync + 'static {
+    /// A connection was detected as `http1` or `http2`.
+    fn opened(&self, protocol: &'static str);
+    /// That connection closed.
+    fn closed(&self, protocol: &'static str);
+}
+
+impl ConnectionObserver for () {
+    fn opened(&self, _: &'static str) {}
+    fn closed(&self, _: &'static str) {}
+}
+
+/// Accepts connections on `listener` and serves them with `svc` until `shutdown` resolves;
+/// then stops accepting (closing the listener), asks every connection to finish (HTTP/2
+/// GOAWAY, HTTP/1 close after the current request) and waits up to `grace` for them.
+pub async fn serve<S>(
+    listener: TcpListener,
+    svc: S,
+    params: ServerParams,
+    observer: Arc<dyn ConnectionObserver>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let params = Arc::new(params);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = svc.clone();
+        let params = params.clone();
+        let observer = observer.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Some(protocol) = detect(&stream, params.header_read_timeout).await else {
+                tracing::debug!(%peer, "protocol detection timed out or failed");
+                return;
+            };
+            observer.opened(protocol);
+            let svc = Normalize {
+                inner: svc,
+                client: ClientAddr(peer),
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            if protocol == "http2" {
+                builder = builder.http2_only();
+            } else {
+                builder = builder.http1_only();
+            }
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(params.header_read_timeout)
+                .keep_alive(true);
+            {
+                let mut h2 = builder.http2();
+                h2.timer(TokioTimer::new())
+                    .enable_connect_protocol()
+                    .max_concurrent_streams(params.max_concurrent_streams.unwrap_or(1000))
+                    .adaptive_window(params.adaptive_window)
+                    .keep_alive_interval(params.keep_alive_interval)
+                    .keep_alive_timeout(params.keep_alive_timeout)
+                    .max_pending_accept_reset_streams(Some(100))
+                    .max_local_error_reset_streams(Some(1024));
+            }
+            let hyper_svc = hyper_util::service::TowerToHyperService::new(svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
+            if let Err(error) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            observer.closed(protocol);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("graceful shutdown timed out"),
+    }
+}
+
+/// Waits until the first bytes tell HTTP/2 prior knowledge from HTTP/1, within `timeout`.
+async fn detect(stream: &TcpStream, timeout: Duration) -> Option<&'static str> {
+    let work = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some("http1");
+            }
+            if n == H2_PREFACE.len() {
+                return Some("http2");
+            }
+            // A partial preface: peek returns the same bytes at once until more arrive.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(timeout, work).await.ok().flatten()
+}
+
+/// The response normaliser: HEAD responses and 1xx/204/304 responses carry no body on any
+/// protocol (hyper's HTTP/2 server would send one, and h2 clients reset such streams);
+/// `content-length` is kept. Also records the client's address.
+#[derive(Clone, Debug)]
+struct Normalize<S> {
+    inner: S,
+    client: ClientAddr,
+}
+
+impl<S> Service<Request<Incoming>> for Normalize<S>
+where
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.client);
+        let head = req.method() == Method::HEAD;
+        let svc = self.inner.clone();
+        Box::pin(async move {
+            let rsp = svc.oneshot(req).await?;
+            Ok(normalize(head, rsp))
+        })
+    }
+}
+
+/// Empties the body of a response that must not have one.
+pub fn normalize(head: bool, rsp: Response<BoxBody>) -> Response<BoxBody> {
+    let status = rsp.status();
+    let bodiless = head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        return rsp;
+    }
+    let (parts, _body) = rsp.into_parts();
+    Response::from_parts(parts, empty_body())
+}
+
+/// An empty body of the stack's body type.
+pub fn empty_body() -> BoxBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
