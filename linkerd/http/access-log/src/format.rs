@@ -1,0 +1,331 @@
+use crate::record::{Civil, FIELDS, Record};
+use std::{
+    fmt::{self, Write},
+    str::FromStr,
+};
+
+/// How records are written, one line each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line with the fields of DESIGN.md section 7.
+    Json,
+    /// The Apache combined log format:
+    /// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`.
+    Apache,
+    /// Text with `%field%` placeholders (JSON field names); `%%` is a literal `%`.
+    Template(Template),
+}
+
+/// A parsed `%field%` template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// A template that names an unknown field or leaves a `%` open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateError {
+    why: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(usize),
+}
+
+/// A field's value, for JSON and templates.
+enum Value<'a> {
+    Null,
+    Str(&'a str),
+    Uint(u64),
+    Float(f64),
+    Timestamp(&'a Record),
+    Addr(std::net::SocketAddr),
+    Uri(&'a http::Uri),
+    Header(&'a http::HeaderValue),
+}
+
+// === impl Format ===
+
+impl Format {
+    /// Writes `record` as one line (with the trailing `\n`) to `out`.
+    ///
+    /// # Errors
+    /// Only when `out` fails.
+    pub fn write(&self, record: &Record, out: &mut impl Write) -> fmt::Result {
+        match self {
+            Self::Json => json(record, out)?,
+            Self::Apache => apache(record, out)?,
+            Self::Template(t) => t.write(record, out)?,
+        }
+        out.write_char('\n')
+    }
+
+    /// `record` as one line, with the trailing `\n`.
+    pub fn to_line(&self, record: &Record) -> String {
+        let mut s = String::with_capacity(256);
+        // Writing to a String cannot fail.
+        let _ = self.write(record, &mut s);
+        s
+    }
+}
+
+impl FromStr for Format {
+    type Err = TemplateError;
+
+    /// `json`, `apache` (or `combined`), or else a `%field%` template.
+    fn from_str(s: &str) -> Result<Self, TemplateError> {
+        match s {
+            "json" => Ok(Self::Json),
+            "apache" | "combined" => Ok(Self::Apache),
+            t => Template::parse(t).map(Self::Template),
+        }
+    }
+}
+
+fn json(r: &Record, out: &mut impl Write) -> fmt::Result {
+    out.write_char('{')?;
+    for (i, name) in FIELDS.iter().enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        out.write_char('"')?;
+        out.write_str(name)?;
+        out.write_str("\":")?;
+        match value(r, i) {
+            Value::Null => out.write_str("null")?,
+            Value::Str(s) => json_str(s, out)?,
+            Value::Uint(n) => write!(out, "{n}")?,
+            Value::Float(f) => write_ms(f, out)?,
+            Value::Timestamp(r) => {
+                out.write_char('"')?;
+                Civil::from_system(r.timestamp).rfc3339(out)?;
+                out.write_char('"')?;
+            }
+            Value::Addr(a) => write!(out, "\"{a}\"")?,
+            Value::Uri(u) => {
+                // A URI holds only visible ASCII, but may hold `"` or `\` in its query.
+                out.write_char('"')?;
+                json_escaped(u, out)?;
+                out.write_char('"')?;
+            }
+            Value::Header(h) => json_str(&header_text(h), out)?,
+        }
+    }
+    out.write_char('}')
+}
+
+fn write_ms(f: f64, out: &mut impl Write) -> fmt::Result {
+    if f.is_finite() {
+        write!(out, "{:.3}", f.max(0.0))
+    } else {
+        out.write_char('0')
+    }
+}
+
+fn json_str(s: &str, out: &mut impl Write) -> fmt::Result {
+    out.write_char('"')?;
+    escape_into(s, out)?;
+    out.write_char('"')
+}
+
+fn json_escaped(u: &http::Uri, out: &mut impl Write) -> fmt::Result {
+    struct Escape<'a, W>(&'a mut W);
+    impl<W: Write> Write for Escape<'_, W> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            escape_into(s, self.0)
+        }
+    }
+    write!(Escape(out), "{u}")
+}
+
+fn escape_into(s: &str, out: &mut impl Write) -> fmt::Result {
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                out.write_str(&s[start..i])?;
+                write!(out, "\\u{:04x}", u32::from(c))?;
+                start = i + c.len_utf8();
+                continue;
+            }
+            _ => continue,
+        };
+        out.write_str(&s[start..i])?;
+        out.write_str(esc)?;
+        start = i + c.len_utf8();
+    }
+    out.write_str(&s[start..])
+}
+
+/// Header bytes as text: invalid UTF-8 is replaced rather than failing the line.
+fn header_text(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
+}
+
+fn value(r: &Record, field: usize) -> Value<'_> {
+    match FIELDS[field] {
+        "timestamp" => Value::Timestamp(r),
+        "client_addr" => r.client_addr.map_or(Value::Null, Value::Addr),
+        "method" => Value::Str(r.method.as_str()),
+        "uri" => Value::Uri(&r.uri),
+        "host" => r.host().map_or(Value::Null, Value::Str),
+        "version" => Value::Str(r.version_str()),
+        "status" => Value::Uint(u64::from(r.status)),
+        "grpc_status" => r
+            .grpc_status
+            .map_or(Value::Null, |c| Value::Uint(u64::from(c))),
+        "route" => r.route.as_deref().map_or(Value::Null, Value::Str),
+        "backend" => r.backend.as_deref().map_or(Value::Null, Value::Str),
+        "attempts" => Value::Uint(u64::from(r.attempts)),
+        "request_bytes" => Value::Uint(r.request_bytes),
+        "response_bytes" => Value::Uint(r.response_bytes),
+        "duration_ms" => Value::Float(r.duration_ms),
+        "headers_ms" => Value::Float(r.headers_ms),
+        "user_agent" => r.user_agent.as_ref().map_or(Value::Null, Value::Header),
+        "trace_id" => r.trace_id().map_or(Value::Null, Value::Str),
+        "error" => r.error.map_or(Value::Null, Value::Str),
+        _ => Value::Null,
+    }
+}
+
+fn apache(r: &Record, out: &mut impl Write) -> fmt::Result {
+    match r.client_addr {
+        Some(a) => write!(out, "{}", a.ip())?,
+        None => out.write_char('-')?,
+    }
+    out.write_str(" - - [")?;
+    Civil::from_system(r.timestamp).apache(out)?;
+    out.write_str("] \"")?;
+    out.write_str(r.method.as_str())?;
+    out.write_char(' ')?;
+    apache_escaped(&r.uri.to_string(), out)?;
+    out.write_char(' ')?;
+    out.write_str(r.version_str())?;
+    out.write_str("\" ")?;
+    if r.status == 0 {
+        out.write_char('-')?;
+    } else {
+        write!(out, "{}", r.status)?;
+    }
+    out.write_char(' ')?;
+    if r.response_bytes == 0 {
+        out.write_char('-')?;
+    } else {
+        write!(out, "{}", r.response_bytes)?;
+    }
+    for h in [&r.referer, &r.user_agent] {
+        out.write_str(" \"")?;
+        match h {
+            Some(v) => apache_escaped(&header_text(v), out)?,
+            None => out.write_char('-')?,
+        }
+        out.write_char('"')?;
+    }
+    Ok(())
+}
+
+/// Escapes `"` and `\` and non-printable bytes, as Apache's logger does.
+fn apache_escaped(s: &str, out: &mut impl Write) -> fmt::Result {
+    for c in s.chars() {
+        match c {
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            c if c.is_control() => write!(out, "\\x{:02x}", u32::from(c))?,
+            c => out.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+// === impl Template ===
+
+impl Template {
+    /// Parses `text`: `%name%` is replaced by the field `name` (a JSON field name), `%%` is
+    /// a literal `%`.
+    ///
+    /// # Errors
+    /// An unknown field name or an unterminated `%`.
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find('%') {
+            literal.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let Some(j) = after.find('%') else {
+                return Err(TemplateError {
+                    why: format!("unterminated `%` at byte {}", text.len() - rest.len() + i),
+                });
+            };
+            let name = &after[..j];
+            if name.is_empty() {
+                literal.push('%');
+            } else {
+                let field =
+                    FIELDS
+                        .iter()
+                        .position(|f| *f == name)
+                        .ok_or_else(|| TemplateError {
+                            why: format!(
+                                "unknown field `%{name}%` (fields: {})",
+                                FIELDS.join(", ")
+                            ),
+                        })?;
+                if !literal.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut literal)));
+                }
+                parts.push(Part::Field(field));
+            }
+            rest = &after[j + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Ok(Self { parts })
+    }
+
+    /// Writes `record` with this template (no trailing newline). Absent values are `-`;
+    /// control characters in values are escaped so a record stays on one line.
+    ///
+    /// # Errors
+    /// Only when `out` fails.
+    pub fn write(&self, r: &Record, out: &mut impl Write) -> fmt::Result {
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.write_str(t)?,
+                Part::Field(f) => match value(r, *f) {
+                    Value::Null => out.write_char('-')?,
+                    Value::Str(s) => apache_escaped(s, out)?,
+                    Value::Uint(n) => write!(out, "{n}")?,
+                    Value::Float(f) => write_ms(f, out)?,
+                    Value::Timestamp(r) => Civil::from_system(r.timestamp).rfc3339(out)?,
+                    Value::Addr(a) => write!(out, "{a}")?,
+                    Value::Uri(u) => apache_escaped(&u.to_string(), out)?,
+                    Value::Header(h) => apache_escaped(&header_text(h), out)?,
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl TemplateError ===
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid access-log template: {}", self.why)
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+#[cfg(test)]
+mod tests;

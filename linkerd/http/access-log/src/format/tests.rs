@@ -1,0 +1,109 @@
+use super::*;
+use http::{HeaderValue, Method, Uri, Version};
+use std::{
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+fn record() -> Record {
+    let mut r = Record::from_request(
+        UNIX_EPOCH + Duration::from_micros(971_092_536_000_042),
+        &Method::POST,
+        &Uri::from_static("/a?q=%22x%22"),
+        Version::HTTP_11,
+        &http::HeaderMap::new(),
+    );
+    r.client_addr = Some("127.0.0.1:4000".parse().expect("addr"));
+    r.host = Some(HeaderValue::from_static("example.com"));
+    r.status = 503;
+    r.grpc_status = Some(14);
+    r.route = Some(Arc::from("r\"1"));
+    r.backend = Some(Arc::from("b"));
+    r.attempts = 3;
+    r.request_bytes = 10;
+    r.response_bytes = 20;
+    r.duration_ms = 1.5;
+    r.headers_ms = 0.25;
+    r.user_agent = Some(HeaderValue::from_static("curl/8 \"x\""));
+    r.referer = Some(HeaderValue::from_static("http://ref/"));
+    r.error = Some("LOAD_SHED");
+    r
+}
+
+#[test]
+fn json_line_has_every_field_in_order() {
+    let line = Format::Json.to_line(&record());
+    assert_eq!(
+        line,
+        "{\"timestamp\":\"2000-10-09T11:55:36.000042Z\",\"client_addr\":\"127.0.0.1:4000\",\
+         \"method\":\"POST\",\"uri\":\"/a?q=%22x%22\",\"host\":\"example.com\",\"version\":\"HTTP/1.1\",\
+         \"status\":503,\"grpc_status\":14,\"route\":\"r\\\"1\",\"backend\":\"b\",\"attempts\":3,\
+         \"request_bytes\":10,\"response_bytes\":20,\"duration_ms\":1.500,\"headers_ms\":0.250,\
+         \"user_agent\":\"curl/8 \\\"x\\\"\",\"trace_id\":null,\"error\":\"LOAD_SHED\"}\n",
+        "JSON line"
+    );
+}
+
+#[test]
+fn apache_combined() {
+    let line = Format::Apache.to_line(&record());
+    assert_eq!(
+        line,
+        "127.0.0.1 - - [09/Oct/2000:11:55:36 +0000] \"POST /a?q=%22x%22 HTTP/1.1\" 503 20 \"http://ref/\" \"curl/8 \\\"x\\\"\"\n",
+        "combined log format"
+    );
+    let mut r = record();
+    r.status = 0;
+    r.response_bytes = 0;
+    r.client_addr = None;
+    r.referer = None;
+    assert!(
+        Format::Apache.to_line(&r).starts_with("- - - ["),
+        "unknown client is -"
+    );
+    assert!(
+        Format::Apache
+            .to_line(&r)
+            .ends_with("\" - - \"-\" \"curl/8 \\\"x\\\"\"\n"),
+        "no status, no bytes, no referer are -: {}",
+        Format::Apache.to_line(&r)
+    );
+}
+
+#[test]
+fn templates() {
+    let t: Format = "%method% %status% 100%% %trace_id% %grpc_status%"
+        .parse()
+        .expect("valid");
+    assert_eq!(
+        t.to_line(&record()),
+        "POST 503 100% - 14\n",
+        "fields, literal percent, null"
+    );
+    assert!("%nope%".parse::<Format>().is_err(), "unknown field");
+    assert!("50% off".parse::<Format>().is_err(), "unterminated percent");
+    assert_eq!("json".parse::<Format>(), Ok(Format::Json));
+    assert_eq!("apache".parse::<Format>(), Ok(Format::Apache));
+    let mut r = record();
+    r.route = Some(Arc::from("a\nb"));
+    let t: Format = "%route%".parse().expect("valid");
+    assert_eq!(
+        t.to_line(&r),
+        "a\\x0ab\n",
+        "control characters never break the line"
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn json_escaping_round_trips(ua in proptest::collection::vec(0x20u8..0x7f, 0..40), route in ".{0,20}") {
+        let mut r = record();
+        r.user_agent = Some(HeaderValue::from_bytes(&ua).expect("visible ASCII"));
+        r.route = Some(Arc::from(route.as_str()));
+        let line = Format::Json.to_line(&r);
+        proptest::prop_assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "one line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        proptest::prop_assert_eq!(v["user_agent"].as_str(), Some(std::str::from_utf8(&ua).expect("ascii")));
+        proptest::prop_assert_eq!(v["route"].as_str(), Some(route.as_str()));
+    }
+}

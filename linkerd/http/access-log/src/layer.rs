@@ -1,0 +1,507 @@
+use crate::{AccessLogWriter, ClientAddr, Record};
+use bytes::Buf;
+use http::{Extensions, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use linkerd_http_classify::{
+    BoxError, FinalClass, Protocol, ProxyError, grpc_status, to_proxy_error,
+};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::SystemTime,
+};
+use tokio::time::Instant;
+
+/// What the access log reads from a response's extensions besides `linkerd-http-classify`'s
+/// types: the route, the backend and the number of attempts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseInfo {
+    /// The matched route's name (from `RouteMatch`).
+    pub route: Option<Arc<str>>,
+    /// The backend that answered (from `BackendName`).
+    pub backend: Option<Arc<str>>,
+    /// Attempts made, 1 + retries (from `RetryOutcome`); `None` counts as 1.
+    pub attempts: Option<u32>,
+}
+
+/// Reads a [`ResponseInfo`] from response extensions.
+///
+/// Implemented for closures `Fn(&Extensions) -> ResponseInfo`. The application supplies the
+/// one that reads its route and retry crates' extension types; the default, [`NoInfo`],
+/// reads nothing.
+pub trait ExtractInfo: Clone + Send + Sync + 'static {
+    /// The route, backend and attempts recorded in `extensions`.
+    fn extract(&self, extensions: &Extensions) -> ResponseInfo;
+}
+
+/// The default [`ExtractInfo`]: no route, no backend, one attempt.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct NoInfo;
+
+/// Writes one [`Record`] per request through an [`AccessLogWriter`], when the response body
+/// ends, fails or is dropped (or when the inner service fails or the request is cancelled).
+#[derive(Clone, Debug)]
+pub struct AccessLogLayer<X = NoInfo> {
+    writer: AccessLogWriter,
+    extract: X,
+}
+
+/// The service of [`AccessLogLayer`].
+#[derive(Clone, Debug)]
+pub struct AccessLog<S, X = NoInfo> {
+    inner: S,
+    writer: AccessLogWriter,
+    extract: X,
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts the bytes read from it.
+    ///
+    /// Forwards `is_end_stream` and `size_hint`.
+    #[derive(Debug)]
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        bytes: Arc<AtomicU64>,
+    }
+}
+
+struct Pending<X> {
+    record: Record,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+    writer: AccessLogWriter,
+    extract: X,
+    grpc: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`AccessLog`]: writes a record on failure or cancellation.
+    pub struct ResponseFuture<F, X> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending<X>>,
+    }
+
+    impl<F, X> PinnedDrop for ResponseFuture<F, X> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(p) = this.project().pending.take() {
+                p.finish(0, Some(ProxyError::cancel().label()));
+            }
+        }
+    }
+}
+
+struct BodyState {
+    record: Record,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+    writer: AccessLogWriter,
+    class: Option<FinalClass>,
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its bytes and writes the request's record when it ends.
+    ///
+    /// Forwards `is_end_stream` and `size_hint`.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        state: Option<BodyState>,
+    }
+
+    impl<B> PinnedDrop for ResponseBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(s) = this.project().state.take() {
+                s.cancelled();
+            }
+        }
+    }
+}
+
+// === impl NoInfo ===
+
+impl ExtractInfo for NoInfo {
+    fn extract(&self, _: &Extensions) -> ResponseInfo {
+        ResponseInfo::default()
+    }
+}
+
+impl<F> ExtractInfo for F
+where
+    F: Fn(&Extensions) -> ResponseInfo + Clone + Send + Sync + 'static,
+{
+    fn extract(&self, extensions: &Extensions) -> ResponseInfo {
+        self(extensions)
+    }
+}
+
+// === impl AccessLogLayer ===
+
+impl AccessLogLayer {
+    /// A layer writing through `writer`, reading no route/backend/attempts.
+    pub fn new(writer: AccessLogWriter) -> Self {
+        Self {
+            writer,
+            extract: NoInfo,
+        }
+    }
+}
+
+impl<X> AccessLogLayer<X> {
+    /// Reads route, backend and attempts with `extract`.
+    pub fn with_extract<X2: ExtractInfo>(self, extract: X2) -> AccessLogLayer<X2> {
+        AccessLogLayer {
+            writer: self.writer,
+            extract,
+        }
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &AccessLogWriter {
+        &self.writer
+    }
+}
+
+impl<S, X: Clone> tower_layer::Layer<S> for AccessLogLayer<X> {
+    type Service = AccessLog<S, X>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog {
+            inner,
+            writer: self.writer.clone(),
+            extract: self.extract.clone(),
+        }
+    }
+}
+
+// === impl AccessLog ===
+
+impl<S> AccessLog<S> {
+    /// Shortcut for [`AccessLogLayer::new`].
+    pub fn layer(writer: AccessLogWriter) -> AccessLogLayer {
+        AccessLogLayer::new(writer)
+    }
+}
+
+impl<S, X> AccessLog<S, X> {
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, X, ReqB, RspB> tower_service::Service<Request<ReqB>> for AccessLog<S, X>
+where
+    S: tower_service::Service<Request<RequestBody<ReqB>>, Response = Response<RspB>>,
+    S::Error: Into<BoxError>,
+    X: ExtractInfo,
+    RspB: Body,
+    RspB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<RspB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, X>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let start = Instant::now();
+        let mut record = Record::from_request(
+            SystemTime::now(),
+            req.method(),
+            req.uri(),
+            req.version(),
+            req.headers(),
+        );
+        record.client_addr = client_addr(req.extensions());
+        let grpc = Protocol::of(&req).is_grpc();
+        let request_bytes = Arc::new(AtomicU64::new(0));
+        let req = req.map(|inner| RequestBody {
+            inner,
+            bytes: request_bytes.clone(),
+        });
+        ResponseFuture {
+            inner: self.inner.call(req),
+            pending: Some(Pending {
+                record,
+                start,
+                request_bytes,
+                writer: self.writer.clone(),
+                extract: self.extract.clone(),
+                grpc,
+            }),
+        }
+    }
+}
+
+fn client_addr(ext: &Extensions) -> Option<SocketAddr> {
+    ext.get::<ClientAddr>()
+        .map(|a| a.0)
+        .or_else(|| ext.get::<SocketAddr>().copied())
+}
+
+// === impl ResponseFuture ===
+
+impl<F, X, B, E> Future for ResponseFuture<F, X>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    X: ExtractInfo,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(p) = this.pending.take() else {
+            // Polled after completion: a contract violation by the caller, answered with an
+            // error rather than a panic.
+            return Poll::Ready(Err("access-log future polled after completion".into()));
+        };
+        match result {
+            Err(e) => {
+                let e: BoxError = e.into();
+                // The client gets a reset or a closed connection: no status.
+                p.finish(0, Some(to_proxy_error(&*e).label()));
+                Poll::Ready(Err(e))
+            }
+            Ok(rsp) => {
+                let Pending {
+                    mut record,
+                    start,
+                    request_bytes,
+                    writer,
+                    extract,
+                    grpc,
+                } = p;
+                record.headers_ms = ms_since(start);
+                record.status = rsp.status().as_u16();
+                if grpc {
+                    record.grpc_status = grpc_status(rsp.headers()).map(|c| c.as_u32());
+                }
+                let info = extract.extract(rsp.extensions());
+                record.route = info.route;
+                record.backend = info.backend;
+                record.attempts = info.attempts.unwrap_or(1).max(1);
+                record.error = rsp.extensions().get::<ProxyError>().map(ProxyError::label);
+                let class = rsp.extensions().get::<FinalClass>().cloned();
+                let (parts, inner) = rsp.into_parts();
+                let body = ResponseBody::new(
+                    inner,
+                    BodyState {
+                        record,
+                        start,
+                        request_bytes,
+                        writer,
+                        class,
+                    },
+                );
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
+            }
+        }
+    }
+}
+
+impl<X> Pending<X> {
+    fn finish(mut self, status: u16, error: Option<&'static str>) {
+        let ms = ms_since(self.start);
+        self.record.status = status;
+        self.record.error = error;
+        self.record.headers_ms = ms;
+        self.record.duration_ms = ms;
+        self.record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.writer.send(self.record);
+    }
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+// === impl RequestBody ===
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(d) = f.data_ref()
+        {
+            this.bytes
+                .fetch_add(d.remaining() as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+// === impl ResponseBody ===
+
+impl<B: Body> ResponseBody<B> {
+    fn new(inner: B, state: BodyState) -> Self {
+        if inner.is_end_stream() {
+            // hyper never polls a body that is already at its end.
+            state.end(None);
+            return Self { inner, state: None };
+        }
+        Self {
+            inner,
+            state: Some(state),
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let Some(state) = this.state.as_mut() else {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        };
+        match frame {
+            None => {
+                if let Some(s) = this.state.take() {
+                    s.end(None);
+                }
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                let e: BoxError = e.into();
+                if let Some(s) = this.state.take() {
+                    s.failed(&*e);
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    state.record.response_bytes += d.remaining() as u64;
+                    if this.inner.is_end_stream()
+                        && let Some(s) = this.state.take()
+                    {
+                        s.end(None);
+                    }
+                } else if let Some(t) = frame.trailers_ref()
+                    && let Some(s) = this.state.take()
+                {
+                    s.end(Some(t));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("done", &self.state.is_none())
+            .finish()
+    }
+}
+
+impl<F: std::fmt::Debug, X> std::fmt::Debug for ResponseFuture<F, X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl BodyState ===
+
+impl BodyState {
+    fn end(mut self, trailers: Option<&http::HeaderMap>) {
+        if let Some(code) = trailers.and_then(grpc_status) {
+            self.record.grpc_status = Some(code.as_u32());
+        }
+        if let Some(class) = self.class.as_ref().and_then(FinalClass::get) {
+            if let Some(code) = class.grpc_status() {
+                self.record.grpc_status = Some(code.as_u32());
+            }
+            if class.error().is_some() {
+                self.record.error = Some(class.error_label());
+            }
+        }
+        self.write();
+    }
+
+    fn failed(mut self, e: &(dyn std::error::Error + 'static)) {
+        let class_error = self
+            .class
+            .as_ref()
+            .and_then(FinalClass::get)
+            .and_then(|c| c.error().map(|_| c.error_label()));
+        self.record.error = Some(class_error.unwrap_or_else(|| to_proxy_error(e).label()));
+        self.write();
+    }
+
+    fn cancelled(mut self) {
+        self.record.error = Some(ProxyError::cancel().label());
+        self.write();
+    }
+
+    fn write(mut self) {
+        self.record.duration_ms = ms_since(self.start);
+        self.record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.writer.send(self.record);
+    }
+}

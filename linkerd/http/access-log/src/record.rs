@@ -1,0 +1,335 @@
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
+use std::{
+    fmt::{self, Write},
+    net::SocketAddr,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+/// The client's address (request extension, written by the server that accepted the
+/// connection).
+///
+/// hyper and hyper-util do not record the peer address on requests, so the application
+/// inserts it; [`AccessLogLayer`](crate::AccessLogLayer) reads `ClientAddr` first, then a
+/// bare `std::net::SocketAddr` extension.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// One access-log record: the fields of DESIGN.md section 7.
+///
+/// Request header values are kept as received (cloning a `HeaderValue` or `Uri` from hyper
+/// shares its buffer), and are turned into text only when the record is formatted, on the
+/// writer's thread.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// When the request arrived.
+    pub timestamp: SystemTime,
+    /// The client's address, when known ([`ClientAddr`]).
+    pub client_addr: Option<SocketAddr>,
+    /// The request method.
+    pub method: Method,
+    /// The request URI as received.
+    pub uri: Uri,
+    /// The `host` header (the URI authority is used when it is absent).
+    pub host: Option<HeaderValue>,
+    /// The request's HTTP version.
+    pub version: Version,
+    /// The status sent, 0 when the client got a reset (or a closed connection) and no
+    /// response.
+    pub status: u16,
+    /// The gRPC status, for gRPC requests that got one.
+    pub grpc_status: Option<u32>,
+    /// The matched route's name.
+    pub route: Option<Arc<str>>,
+    /// The backend that answered.
+    pub backend: Option<Arc<str>>,
+    /// 1 + retries.
+    pub attempts: u32,
+    /// Request body bytes read.
+    pub request_bytes: u64,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+    /// Milliseconds from the request's arrival to the end of the response (or failure).
+    pub duration_ms: f64,
+    /// Milliseconds from the request's arrival to the response headers (or the failure that
+    /// replaced them).
+    pub headers_ms: f64,
+    /// The `user-agent` header.
+    pub user_agent: Option<HeaderValue>,
+    /// The `referer` header (used by the Apache combined format only; not a JSON field).
+    pub referer: Option<HeaderValue>,
+    /// Where the trace id comes from; see [`Record::trace_id`].
+    pub trace: Option<TraceHeader>,
+    /// The metric `error` label of DESIGN.md section 5, when the request failed.
+    pub error: Option<&'static str>,
+}
+
+/// The header a trace id was taken from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceHeader {
+    /// A W3C `traceparent` whose trace-id part is 32 hex digits.
+    TraceParent(HeaderValue),
+    /// `x-b3-traceid`.
+    B3(HeaderValue),
+    /// `x-request-id`.
+    RequestId(HeaderValue),
+}
+
+/// The JSON (and template) field names, in output order.
+pub const FIELDS: [&str; 18] = [
+    "timestamp",
+    "client_addr",
+    "method",
+    "uri",
+    "host",
+    "version",
+    "status",
+    "grpc_status",
+    "route",
+    "backend",
+    "attempts",
+    "request_bytes",
+    "response_bytes",
+    "duration_ms",
+    "headers_ms",
+    "user_agent",
+    "trace_id",
+    "error",
+];
+
+// === impl Record ===
+
+impl Record {
+    /// A record of a request with `method`, `uri`, `version` and `headers`, at `timestamp`;
+    /// the response fields are zero until filled in.
+    pub fn from_request(
+        timestamp: SystemTime,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+    ) -> Self {
+        Self {
+            timestamp,
+            client_addr: None,
+            method: method.clone(),
+            uri: uri.clone(),
+            host: headers.get(http::header::HOST).cloned(),
+            version,
+            status: 0,
+            grpc_status: None,
+            route: None,
+            backend: None,
+            attempts: 1,
+            request_bytes: 0,
+            response_bytes: 0,
+            duration_ms: 0.0,
+            headers_ms: 0.0,
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
+            referer: headers.get(http::header::REFERER).cloned(),
+            trace: TraceHeader::find(headers),
+            error: None,
+        }
+    }
+
+    /// The host: the `host` header, else the URI's authority.
+    pub fn host(&self) -> Option<&str> {
+        match &self.host {
+            Some(h) => Some(std::str::from_utf8(h.as_bytes()).unwrap_or("")),
+            None => self.uri.authority().map(http::uri::Authority::as_str),
+        }
+    }
+
+    /// The trace id: the trace-id part of `traceparent`, else `x-b3-traceid`, else
+    /// `x-request-id` (the first present; a `traceparent` that is not well-formed is skipped).
+    pub fn trace_id(&self) -> Option<&str> {
+        match self.trace.as_ref()? {
+            TraceHeader::TraceParent(v) => text(v).split('-').nth(1),
+            TraceHeader::B3(v) | TraceHeader::RequestId(v) => Some(text(v)),
+        }
+    }
+
+    /// The `version` field: `HTTP/1.1`, `HTTP/2.0`, ...
+    pub fn version_str(&self) -> &'static str {
+        version_str(self.version)
+    }
+}
+
+fn text(v: &HeaderValue) -> &str {
+    std::str::from_utf8(v.as_bytes()).unwrap_or("")
+}
+
+pub(crate) fn version_str(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+// === impl TraceHeader ===
+
+impl TraceHeader {
+    /// The first trace header present in `headers`.
+    pub fn find(headers: &HeaderMap) -> Option<Self> {
+        if let Some(v) = headers.get("traceparent")
+            && traceparent_ok(v.as_bytes())
+        {
+            return Some(Self::TraceParent(v.clone()));
+        }
+        if let Some(v) = headers.get("x-b3-traceid") {
+            return Some(Self::B3(v.clone()));
+        }
+        headers
+            .get("x-request-id")
+            .map(|v| Self::RequestId(v.clone()))
+    }
+}
+
+/// `version-traceid-parentid-flags`, with a 32-hex-digit trace id.
+fn traceparent_ok(v: &[u8]) -> bool {
+    let mut parts = v.split(|b| *b == b'-');
+    let _version = parts.next();
+    parts
+        .next()
+        .is_some_and(|id| id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit))
+}
+
+// === time formatting ===
+
+/// A UTC civil date-time split from a `SystemTime`.
+pub(crate) struct Civil {
+    pub(crate) year: i64,
+    pub(crate) month: u32,
+    pub(crate) day: u32,
+    pub(crate) hour: u32,
+    pub(crate) minute: u32,
+    pub(crate) second: u32,
+    pub(crate) micros: u32,
+}
+
+impl Civil {
+    pub(crate) fn from_system(t: SystemTime) -> Self {
+        // Times before 1970 are clamped to the epoch: a proxy's clock never reads them.
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let days = i64::try_from(secs / 86_400).unwrap_or(0);
+        let rem = secs % 86_400;
+        // Days to civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Self {
+            year,
+            month: u32::try_from(month).unwrap_or(1),
+            day: u32::try_from(day).unwrap_or(1),
+            hour: u32::try_from(rem / 3600).unwrap_or(0),
+            minute: u32::try_from(rem % 3600 / 60).unwrap_or(0),
+            second: u32::try_from(rem % 60).unwrap_or(0),
+            micros: d.subsec_micros(),
+        }
+    }
+
+    /// RFC 3339 in UTC with microseconds: `2024-05-06T07:08:09.123456Z`.
+    pub(crate) fn rfc3339(&self, out: &mut impl Write) -> fmt::Result {
+        write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second, self.micros
+        )
+    }
+
+    /// The Apache `%t` form: `06/May/2024:07:08:09 +0000`.
+    pub(crate) fn apache(&self, out: &mut impl Write) -> fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let month = MONTHS[(self.month.clamp(1, 12) - 1) as usize];
+        write!(
+            out,
+            "{:02}/{month}/{:04}:{:02}:{:02}:{:02} +0000",
+            self.day, self.year, self.hour, self.minute, self.second
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rfc(secs: u64, micros: u64) -> String {
+        let mut s = String::new();
+        Civil::from_system(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+            .rfc3339(&mut s)
+            .expect("write to string");
+        s
+    }
+
+    #[test]
+    fn formats_rfc3339_with_micros() {
+        assert_eq!(rfc(0, 0), "1970-01-01T00:00:00.000000Z", "epoch");
+        assert_eq!(
+            rfc(951_782_400, 1),
+            "2000-02-29T00:00:00.000001Z",
+            "leap day"
+        );
+        assert_eq!(
+            rfc(1_709_251_199, 999_999),
+            "2024-02-29T23:59:59.999999Z",
+            "end of a leap day"
+        );
+        assert_eq!(
+            rfc(4_102_444_800, 0),
+            "2100-01-01T00:00:00.000000Z",
+            "2100 is not a leap year"
+        );
+        let mut s = String::new();
+        Civil::from_system(UNIX_EPOCH + Duration::from_secs(971_092_536))
+            .apache(&mut s)
+            .expect("write");
+        assert_eq!(s, "09/Oct/2000:11:55:36 +0000", "Apache time");
+    }
+
+    #[test]
+    fn trace_id_precedence() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("req-1"));
+        let rec = |h: &HeaderMap| {
+            Record::from_request(
+                UNIX_EPOCH,
+                &Method::GET,
+                &Uri::from_static("/"),
+                Version::HTTP_11,
+                h,
+            )
+        };
+        assert_eq!(rec(&h).trace_id(), Some("req-1"), "x-request-id alone");
+        h.insert("x-b3-traceid", HeaderValue::from_static("b3b3"));
+        assert_eq!(rec(&h).trace_id(), Some("b3b3"), "b3 before request id");
+        h.insert("traceparent", HeaderValue::from_static("garbage"));
+        assert_eq!(
+            rec(&h).trace_id(),
+            Some("b3b3"),
+            "a malformed traceparent is skipped"
+        );
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(
+            rec(&h).trace_id(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "traceparent first"
+        );
+    }
+}
