@@ -1,0 +1,277 @@
+//! Request-target checks and authority normalisation (RFC 9112 sections 3.2 and 3.2.2).
+
+use http::{
+    HeaderValue, Method, Request, Uri, Version, header,
+    uri::{Authority, PathAndQuery, Scheme},
+};
+
+/// Marks a request that arrived in HTTP/1 absolute-form (request extension).
+///
+/// Written by [`Upgrade`](crate::Upgrade) (and by [`OrigProtoDowngrade`](crate::OrigProtoDowngrade)
+/// when the original request was absolute-form); read by [`to_origin_form`], which leaves
+/// such requests in absolute-form, and by [`OrigProtoUpgrade`](crate::OrigProtoUpgrade),
+/// which records it in `l5d-orig-proto`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AbsoluteForm;
+
+/// Why a request target cannot be proxied (the `<why>` of `bad request: <why>`).
+pub(crate) type Why = &'static str;
+
+/// Checks the request target and makes the URI authority and `Host` agree.
+///
+/// - `CONNECT` (without `:protocol`) needs an authority-form target with a port (RFC 9110
+///   section 9.3.6); any other method with an authority-form target is rejected (RFC 9112
+///   section 3.2.3), as is `*` on anything but `OPTIONS` (section 3.2.4).
+/// - An absolute-form target keeps its authority; `Host` is replaced by it (section 3.2.2)
+///   and the request is marked [`AbsoluteForm`] when it is HTTP/1.
+/// - An origin-form target gets `http` and the `Host` authority, so every later layer (the
+///   router, an HTTP/2 client) sees one authority. An HTTP/1.1 request without exactly one
+///   valid `Host` is rejected (section 3.2); HTTP/1.0 and HTTP/2 may omit it.
+pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Result<(), Why> {
+    let uri = req.uri();
+    let is_connect = req.method() == Method::CONNECT && !extended_connect;
+    let authority_form =
+        uri.scheme().is_none() && uri.authority().is_some() && uri.path_and_query().is_none();
+
+    if is_connect {
+        let Some(authority) = uri.authority().filter(|_| authority_form) else {
+            return Err("CONNECT target must be authority-form (host:port)");
+        };
+        if authority.port_u16().is_none() {
+            return Err("CONNECT target must have a port");
+        }
+        if authority.as_str().contains('@') {
+            return Err("CONNECT target must not carry userinfo");
+        }
+        let authority = authority.clone();
+        return set_host(req, &authority);
+    }
+    if authority_form {
+        return Err("authority-form target is only valid for CONNECT");
+    }
+    if uri.path() == "*" && uri.scheme().is_none() && req.method() != Method::OPTIONS {
+        return Err("asterisk-form target is only valid for OPTIONS");
+    }
+
+    if let Some(authority) = uri.authority().cloned() {
+        if is_http1(req.version()) {
+            req.extensions_mut().insert(AbsoluteForm);
+        }
+        return set_host(req, &authority);
+    }
+
+    // Origin-form (or an HTTP/2 request without `:authority`).
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("multiple host headers"),
+        (Some(host), None) if !host.is_empty() => host,
+        _ if req.version() == Version::HTTP_11 => return Err("missing host"),
+        _ => return Ok(()),
+    };
+    let authority = match Authority::try_from(host.as_bytes()) {
+        Ok(a) if !a.as_str().contains('@') => a,
+        _ => return Err("invalid host"),
+    };
+    if uri.path() == "*" {
+        // `*` cannot be combined with an authority in a URI; the router uses `Host`.
+        return Ok(());
+    }
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| "invalid host")?;
+    Ok(())
+}
+
+/// Sets `Host` to `authority` (without userinfo) unless it already says so.
+fn set_host<B>(req: &mut Request<B>, authority: &Authority) -> Result<(), Why> {
+    let host = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    let same = {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        matches!((hosts.next(), hosts.next()), (Some(h), None) if h.as_bytes() == host.as_bytes())
+    };
+    if !same {
+        let value = HeaderValue::from_str(host).map_err(|_| "invalid authority")?;
+        req.headers_mut().insert(header::HOST, value);
+    }
+    Ok(())
+}
+
+fn is_http1(version: Version) -> bool {
+    version == Version::HTTP_11 || version == Version::HTTP_10 || version == Version::HTTP_09
+}
+
+/// Rewrites an absolute-form URI to origin-form, for sending over an HTTP/1 connection that
+/// is already bound to the target (as `hyper::client::conn::http1` sends the URI it is given).
+///
+/// Leaves the URI alone for `CONNECT` (authority-form) and for requests marked
+/// [`AbsoluteForm`] (the client used absolute-form, so the next hop gets it too).
+/// `Host` already carries the authority (the [`Upgrade`](crate::Upgrade) service set it).
+pub fn to_origin_form<B>(req: &mut Request<B>) {
+    if req.method() == Method::CONNECT
+        || req.extensions().get::<AbsoluteForm>().is_some()
+        || req.uri().scheme().is_none()
+    {
+        return;
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, uri: &str, version: Version, host: &[&str]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(uri).version(version);
+        for h in host {
+            b = b.header("host", *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    /// Method, target, version, `Host` headers, and the URI and `Host` after (or the error).
+    type Case = (
+        &'static str,
+        &'static str,
+        Version,
+        &'static [&'static str],
+        Result<(&'static str, &'static str), Why>,
+    );
+
+    #[test]
+    fn table_of_outcomes() {
+        use Version as V;
+        let cases: &[Case] = &[
+            (
+                "GET",
+                "/a?b",
+                V::HTTP_11,
+                &["ex.com"],
+                Ok(("http://ex.com/a?b", "ex.com")),
+            ),
+            (
+                "GET",
+                "http://ex.com:8080/a",
+                V::HTTP_11,
+                &["other"],
+                Ok(("http://ex.com:8080/a", "ex.com:8080")),
+            ),
+            (
+                "GET",
+                "http://u:p@ex.com/a",
+                V::HTTP_11,
+                &[],
+                Ok(("http://u:p@ex.com/a", "ex.com")),
+            ),
+            (
+                "CONNECT",
+                "ex.com:443",
+                V::HTTP_11,
+                &["ex.com:443"],
+                Ok(("ex.com:443", "ex.com:443")),
+            ),
+            (
+                "CONNECT",
+                "ex.com",
+                V::HTTP_11,
+                &[],
+                Err("CONNECT target must have a port"),
+            ),
+            (
+                "CONNECT",
+                "/path",
+                V::HTTP_11,
+                &["a"],
+                Err("CONNECT target must be authority-form (host:port)"),
+            ),
+            (
+                "CONNECT",
+                "http://ex.com/",
+                V::HTTP_11,
+                &["a"],
+                Err("CONNECT target must be authority-form (host:port)"),
+            ),
+            (
+                "GET",
+                "ex.com:80",
+                V::HTTP_11,
+                &["ex.com"],
+                Err("authority-form target is only valid for CONNECT"),
+            ),
+            (
+                "GET",
+                "*",
+                V::HTTP_11,
+                &["ex.com"],
+                Err("asterisk-form target is only valid for OPTIONS"),
+            ),
+            ("OPTIONS", "*", V::HTTP_11, &["ex.com"], Ok(("*", "ex.com"))),
+            ("GET", "/", V::HTTP_11, &[], Err("missing host")),
+            ("GET", "/", V::HTTP_11, &[""], Err("missing host")),
+            (
+                "GET",
+                "/",
+                V::HTTP_11,
+                &["a", "b"],
+                Err("multiple host headers"),
+            ),
+            ("GET", "/", V::HTTP_11, &["a b"], Err("invalid host")),
+            ("GET", "/", V::HTTP_11, &["u@a"], Err("invalid host")),
+            ("GET", "/x", V::HTTP_10, &[], Ok(("/x", ""))),
+        ];
+        for (method, uri, version, host, want) in cases {
+            let mut r = req(method, uri, *version, host);
+            let got = normalize(&mut r, false).map(|()| {
+                (
+                    r.uri().to_string(),
+                    r.headers()
+                        .get("host")
+                        .map(|h| h.to_str().unwrap().to_owned())
+                        .unwrap_or_default(),
+                )
+            });
+            let want = want.map(|(u, h)| (u.to_owned(), h.to_owned()));
+            assert_eq!(got, want, "{method} {uri} {version:?} host={host:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_is_marked_for_http1_only() {
+        let mut r = req("GET", "http://ex.com/", Version::HTTP_11, &[]);
+        normalize(&mut r, false).unwrap();
+        assert!(
+            r.extensions().get::<AbsoluteForm>().is_some(),
+            "HTTP/1 absolute-form is marked"
+        );
+        let mut r = req("GET", "http://ex.com/", Version::HTTP_2, &[]);
+        normalize(&mut r, false).unwrap();
+        assert!(
+            r.extensions().get::<AbsoluteForm>().is_none(),
+            "HTTP/2 is always absolute: not marked"
+        );
+        assert_eq!(r.headers()["host"], "ex.com", "HTTP/2 gets a Host too");
+    }
+
+    #[test]
+    fn origin_form_round_trip() {
+        let mut r = req("GET", "/a?b", Version::HTTP_11, &["ex.com"]);
+        normalize(&mut r, false).unwrap();
+        to_origin_form(&mut r);
+        assert_eq!(r.uri(), "/a?b", "origin-form is restored");
+        let mut r = req("GET", "http://ex.com/a", Version::HTTP_11, &[]);
+        normalize(&mut r, false).unwrap();
+        to_origin_form(&mut r);
+        assert_eq!(r.uri(), "http://ex.com/a", "absolute-form is kept");
+    }
+}
