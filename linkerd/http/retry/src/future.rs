@@ -1,0 +1,394 @@
+use crate::{
+    Attempt, PeekTrailers, PeekTrailersBody, PerTryTimeout, Policy, ReplayBody, RetryError,
+    RetryOutcome, RetryStop, policy::Decision,
+};
+use http::{HeaderValue, Request, Response, Version, request, response};
+use http_body::Body;
+use linkerd_http_classify::{BoxError, Deadline, grpc_status};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+pin_project! {
+    /// The response future of [`Retry`](crate::Retry).
+    pub struct ResponseFuture<S, P, B, RspB>
+    where
+        S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
+        RspB: Body,
+    {
+        #[pin]
+        state: State<S::Future, RspB>,
+        // The per-try timeout while an attempt runs; the backoff between attempts.
+        #[pin]
+        timer: Option<Sleep>,
+        // `None` for requests without a policy.
+        retry: Option<Retrying<S, P, B>>,
+        // The last retryable result, kept during backoff in case no retry can start.
+        last: Option<Result<Response<PeekTrailersBody<RspB>>, BoxError>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, RspB>
+    where
+        RspB: Body,
+    {
+        Called { #[pin] future: F },
+        Peeking { peek: PeekTrailers<RspB>, parts: Option<response::Parts> },
+        Backoff,
+        Done,
+    }
+}
+
+/// What a request with a policy needs for further attempts.
+struct Retrying<S, P, B> {
+    service: S,
+    policy: P,
+    /// An unpolled clone of the request body and the request head, for the next attempt;
+    /// `None` when the body cannot be replayed (or no retry is allowed).
+    template: Option<(request::Parts, ReplayBody<B>)>,
+    attempts: u32,
+    deadline: Option<Instant>,
+    peek: bool,
+}
+
+enum Step<T> {
+    Finish(Result<T, BoxError>, Option<RetryStop>),
+    Backoff(Result<T, BoxError>, Duration),
+}
+
+// === impl ResponseFuture ===
+
+impl<S, P, B, RspB> ResponseFuture<S, P, B, RspB>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
+    RspB: Body,
+{
+    pub(crate) fn passthrough(future: S::Future) -> Self {
+        Self {
+            state: State::Called { future },
+            timer: None,
+            retry: None,
+            last: None,
+        }
+    }
+}
+
+impl<S, P, B, RspB> ResponseFuture<S, P, B, RspB>
+where
+    P: Policy,
+    S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
+    B: Body,
+    RspB: Body,
+{
+    /// Sends the first attempt on `service`, which must be ready.
+    pub(crate) fn start(mut service: S, policy: P, req: Request<B>) -> Self {
+        let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
+        if let Some(budget) = policy.budget() {
+            budget.deposit();
+        }
+        let peek = policy.peek_trailers(req.headers());
+        let (mut parts, body) = req.into_parts();
+        let body = ReplayBody::new(body, policy.max_request_bytes());
+        parts.extensions.insert(Attempt(1));
+        let template = if policy.max_retries() > 0 {
+            body.try_clone().map(|b| (parts.clone(), b))
+        } else {
+            None
+        };
+        let timer = policy.per_try_timeout().map(tokio::time::sleep);
+        let future = service.call(Request::from_parts(parts, body));
+        Self {
+            state: State::Called { future },
+            timer,
+            retry: Some(Retrying {
+                service,
+                policy,
+                template,
+                attempts: 1,
+                deadline,
+                peek,
+            }),
+            last: None,
+        }
+    }
+}
+
+impl<S, P, B, RspB> Future for ResponseFuture<S, P, B, RspB>
+where
+    P: Policy,
+    S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    RspB: Body + Unpin,
+{
+    type Output = Result<Response<PeekTrailersBody<RspB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // Each turn moves to a later state or returns, and a new attempt starts only after
+        // a backoff timer fired or the attempt limit was checked, so this ends.
+        loop {
+            let step = match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = match future.poll(cx) {
+                        Poll::Ready(result) => result.map_err(Into::into),
+                        Poll::Pending => match this.timer.as_mut().as_pin_mut() {
+                            Some(timer) => {
+                                ready!(timer.poll(cx));
+                                let timeout = this
+                                    .retry
+                                    .as_ref()
+                                    .and_then(|r| r.policy.per_try_timeout())
+                                    .unwrap_or_default();
+                                Err(Box::new(PerTryTimeout::new(timeout)) as BoxError)
+                            }
+                            None => return Poll::Pending,
+                        },
+                    };
+                    this.timer.set(None);
+                    let Some(retry) = this.retry.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(result.map(|r| r.map(PeekTrailersBody::passthrough)));
+                    };
+                    match result {
+                        Ok(rsp) if retry.wants_peek(&rsp) => {
+                            let (parts, body) = rsp.into_parts();
+                            this.state.set(State::Peeking {
+                                peek: PeekTrailersBody::peek(body),
+                                parts: Some(parts),
+                            });
+                            continue;
+                        }
+                        Ok(rsp) => {
+                            let rsp = rsp.map(PeekTrailersBody::passthrough);
+                            let decision =
+                                retry
+                                    .policy
+                                    .classify_response(rsp.status(), rsp.headers(), None);
+                            retry.step(decision, Ok(rsp))
+                        }
+                        Err(error) => {
+                            let decision = retry.policy.classify_error(&*error);
+                            retry.step(decision, Err(error))
+                        }
+                    }
+                }
+
+                StateProj::Peeking { peek, parts } => {
+                    let Some(retry) = this.retry.as_mut() else {
+                        return Poll::Ready(Err("retry state lost while peeking".into()));
+                    };
+                    let body = match Pin::new(peek).poll(cx) {
+                        Poll::Ready(body) => body,
+                        Poll::Pending => {
+                            // The per-try timeout also bounds the wait for the first frame.
+                            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            this.timer.set(None);
+                            let timeout = retry.policy.per_try_timeout().unwrap_or_default();
+                            let error: BoxError = Box::new(PerTryTimeout::new(timeout));
+                            let decision = retry.policy.classify_error(&*error);
+                            let step = retry.step(decision, Err(error));
+                            this.state.set(State::Done);
+                            match step {
+                                Step::Finish(r, s) => {
+                                    return Poll::Ready(finish(this.retry.as_ref(), r, s));
+                                }
+                                Step::Backoff(r, delay) => {
+                                    *this.last = Some(r);
+                                    this.timer.set(Some(tokio::time::sleep(delay)));
+                                    this.state.set(State::Backoff);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    let Some(parts) = parts.take() else {
+                        return Poll::Ready(Err("retry state lost while peeking".into()));
+                    };
+                    let decision = retry.policy.classify_response(
+                        parts.status,
+                        &parts.headers,
+                        body.peeked_trailers(),
+                    );
+                    this.timer.set(None);
+                    retry.step(decision, Ok(Response::from_parts(parts, body)))
+                }
+
+                StateProj::Backoff => {
+                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                        ready!(timer.poll(cx));
+                    }
+                    this.timer.set(None);
+                    let last = this.last.take();
+                    let Some(retry) = this.retry.as_mut() else {
+                        return Poll::Ready(Err("retry state lost during backoff".into()));
+                    };
+                    match retry.next_attempt(cx) {
+                        Ok(future) => {
+                            drop(last);
+                            if let Some(t) = retry.policy.per_try_timeout() {
+                                this.timer.set(Some(tokio::time::sleep(t)));
+                            }
+                            this.state.set(State::Called { future });
+                            continue;
+                        }
+                        Err(stop) => match last {
+                            Some(result) => Step::Finish(result, Some(stop)),
+                            None => Step::Finish(
+                                Err("retry state lost during backoff".into()),
+                                Some(stop),
+                            ),
+                        },
+                    }
+                }
+
+                StateProj::Done => {
+                    return Poll::Ready(Err("retry future polled after completion".into()));
+                }
+            };
+
+            match step {
+                Step::Finish(result, stopped) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(finish(this.retry.as_ref(), result, stopped));
+                }
+                Step::Backoff(result, delay) => {
+                    *this.last = Some(result);
+                    this.timer.set(Some(tokio::time::sleep(delay)));
+                    this.state.set(State::Backoff);
+                }
+            }
+        }
+    }
+}
+
+impl<S, P, B, RspB> fmt::Debug for ResponseFuture<S, P, B, RspB>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
+    RspB: Body,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Peeking { .. } => "peeking",
+            State::Backoff => "backoff",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempts", &self.retry.as_ref().map_or(1, |r| r.attempts))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records the outcome on the response, or wraps the error with it.
+fn finish<S, P, B, T>(
+    retry: Option<&Retrying<S, P, B>>,
+    result: Result<Response<T>, BoxError>,
+    stopped: Option<RetryStop>,
+) -> Result<Response<T>, BoxError> {
+    let attempts = retry.map_or(1, |r| r.attempts);
+    let outcome = RetryOutcome { attempts, stopped };
+    match result {
+        Ok(mut rsp) => {
+            rsp.extensions_mut().insert(outcome);
+            Ok(rsp)
+        }
+        Err(error) => Err(Box::new(RetryError::new(outcome, error))),
+    }
+}
+
+// === impl Retrying ===
+
+impl<S, P, B> Retrying<S, P, B>
+where
+    P: Policy,
+{
+    fn wants_peek<RspB: Body>(&self, rsp: &Response<RspB>) -> bool {
+        self.peek
+            && rsp.version() == Version::HTTP_2
+            && grpc_status(rsp.headers()).is_none()
+            && !rsp.body().is_end_stream()
+    }
+
+    /// Applies the policy's decision on one attempt's result: finish, or back off and retry.
+    fn step<T>(&mut self, decision: Decision, result: Result<T, BoxError>) -> Step<T> {
+        let Decision::Retry { after } = decision else {
+            return Step::Finish(result, None);
+        };
+        if self.attempts > self.policy.max_retries() {
+            return Step::Finish(result, Some(RetryStop::LimitExceeded));
+        }
+        match &self.template {
+            Some((_, body)) if body.is_replayable() => {}
+            Some((_, body)) if !body.is_capped() => {
+                // The original body failed: the attempt's own result says why.
+                return Step::Finish(result, None);
+            }
+            _ => return Step::Finish(result, Some(RetryStop::BodyTooLarge)),
+        }
+        let backoff = self.policy.backoff();
+        let delay = match after {
+            Some(after) => after.min(backoff.max()),
+            None => backoff.delay(self.attempts - 1, &mut rand::rng()),
+        };
+        if let Some(deadline) = self.deadline
+            && Instant::now() + delay >= deadline
+        {
+            return Step::Finish(result, Some(RetryStop::DeadlinePassed));
+        }
+        if let Some(budget) = self.policy.budget()
+            && !budget.try_withdraw()
+        {
+            return Step::Finish(result, Some(RetryStop::BudgetExhausted));
+        }
+        Step::Backoff(result, delay)
+    }
+}
+
+impl<S, P, B> Retrying<S, P, B>
+where
+    P: Policy,
+    S: Service<Request<ReplayBody<B>>>,
+    B: Body,
+{
+    /// Starts the next attempt if the service is ready at once and the body can be replayed.
+    fn next_attempt(&mut self, cx: &mut Context<'_>) -> Result<S::Future, RetryStop> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RetryStop::DeadlinePassed);
+        }
+        match self.service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            // A failed service cannot take the retry either; the last result stands.
+            Poll::Ready(Err(_)) | Poll::Pending => return Err(RetryStop::NotReady),
+        }
+        let Some((parts, template)) = &self.template else {
+            return Err(RetryStop::BodyTooLarge);
+        };
+        // The previous attempt may still be streaming the body and pass the cap meanwhile.
+        let Some(body) = template.try_clone() else {
+            return Err(RetryStop::BodyTooLarge);
+        };
+        self.attempts += 1;
+        let mut parts = parts.clone();
+        parts.extensions.insert(Attempt(self.attempts));
+        if let Some(name) = self.policy.attempt_header() {
+            parts
+                .headers
+                .insert(name.clone(), HeaderValue::from(self.attempts));
+        }
+        Ok(self.service.call(Request::from_parts(parts, body)))
+    }
+}

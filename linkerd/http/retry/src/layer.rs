@@ -1,0 +1,154 @@
+use crate::{PeekTrailersBody, Policy, ReplayBody, ResponseFuture, RetryPolicy};
+use http::{Request, Response};
+use http_body::Body;
+use linkerd_http_classify::BoxError;
+use std::{
+    fmt,
+    marker::PhantomData,
+    task::{Context, Poll},
+};
+use tower_service::Service;
+
+/// Applies [`Retry`] to a service; `P` is the policy type read from request extensions.
+pub struct RetryLayer<P = RetryPolicy> {
+    _policy: PhantomData<fn() -> P>,
+}
+
+/// Retries requests that carry a policy `P` in their extensions (see the [crate docs](crate)).
+pub struct Retry<S, P = RetryPolicy> {
+    inner: S,
+    _policy: PhantomData<fn() -> P>,
+}
+
+// === impl RetryLayer ===
+
+impl RetryLayer {
+    /// A layer reading [`RetryPolicy`] from request extensions.
+    pub const fn new() -> Self {
+        Self {
+            _policy: PhantomData,
+        }
+    }
+}
+
+impl<P: Policy> RetryLayer<P> {
+    /// A layer reading a custom policy type `P` from request extensions.
+    pub const fn with_policy() -> Self {
+        Self {
+            _policy: PhantomData,
+        }
+    }
+}
+
+impl Default for RetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P> Clone for RetryLayer<P> {
+    fn clone(&self) -> Self {
+        Self {
+            _policy: PhantomData,
+        }
+    }
+}
+
+impl<P> fmt::Debug for RetryLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("policy", &std::any::type_name::<P>())
+            .finish()
+    }
+}
+
+impl<S, P> tower_layer::Layer<S> for RetryLayer<P> {
+    type Service = Retry<S, P>;
+
+    fn layer(&self, inner: S) -> Retry<S, P> {
+        Retry {
+            inner,
+            _policy: PhantomData,
+        }
+    }
+}
+
+// === impl Retry ===
+
+impl<S> Retry<S> {
+    /// Wraps `inner`, reading [`RetryPolicy`] from request extensions.
+    pub const fn new(inner: S) -> Self {
+        Self {
+            inner,
+            _policy: PhantomData,
+        }
+    }
+
+    /// A [`RetryLayer`] reading [`RetryPolicy`]: `RetryLayer::new()`.
+    pub const fn layer() -> RetryLayer {
+        RetryLayer::new()
+    }
+}
+
+impl<S, P> Retry<S, P> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, P> Clone for Retry<S, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _policy: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, P> fmt::Debug for Retry<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("policy", &std::any::type_name::<P>())
+            .finish()
+    }
+}
+
+impl<S, P, B, RspB> Service<Request<B>> for Retry<S, P>
+where
+    P: Policy,
+    S: Service<Request<ReplayBody<B>>, Response = Response<RspB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+    RspB: Body + Unpin,
+{
+    type Response = Response<PeekTrailersBody<RspB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, P, B, RspB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(policy) = req.extensions_mut().remove::<P>() else {
+            let future = self.inner.call(req.map(ReplayBody::passthrough));
+            return ResponseFuture::passthrough(future);
+        };
+        // The ready service serves the first attempt and stays with the future for retries.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::start(service, policy, req)
+    }
+}
