@@ -408,7 +408,7 @@ mod tests {
         assert!(GrpcCodes::from_names(["nope"]).is_err());
         assert_eq!(
             format!("{set:?}"),
-            "{DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED}"
+            "{DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL}"
         );
     }
 }
