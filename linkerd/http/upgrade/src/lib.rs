@@ -166,3 +166,6 @@ pub use orig_proto::{
 pub use service::{ResponseFuture, Upgrade, UpgradeLayer};
 pub use tunnel::Tunnels;
 pub use websocket::websocket_accept;
+
+#[cfg(test)]
+mod tests;
