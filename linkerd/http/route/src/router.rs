@@ -1,0 +1,451 @@
+use crate::{
+    Filter, HeaderModifier, MirrorBody, MirrorService, RouteBody, RouteMatch, RouteTable, Rule,
+    SharedRng, mirror::mirror_head,
+};
+use http::{HeaderValue, Request, Response, header};
+use http_body::Body;
+use linkerd_http_classify::{Protocol, ProxyError};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tower::util::Oneshot;
+use tower_service::Service;
+
+/// Builds the inner service of each rule (called once per rule with backends, when the
+/// [`RouteLayer`] wraps it).
+///
+/// Implemented by closures `FnMut(&Rule<P>) -> S`.
+pub trait MakeRoute<P> {
+    /// The per-rule service.
+    type Service;
+
+    /// The service for `rule`.
+    fn make_route(&mut self, rule: &Rule<P>) -> Self::Service;
+}
+
+/// Builds a [`Router`] over a compiled [`RouteTable`] (see the crate docs).
+pub struct RouteLayer<P> {
+    table: Arc<RouteTable<P>>,
+    listen_port: Option<u16>,
+    mirror: Option<MirrorService>,
+    rng: SharedRng,
+    response_headers: bool,
+}
+
+/// Matches each request against a [`RouteTable`] and dispatches it to its rule's service.
+///
+/// Per request: inserts the [`RouteMatch`] and the rule's policy `P` into the request
+/// extensions, applies the rule's filters in order, answers redirects, injected failures, no
+/// route (404) and no backends (500) itself, and otherwise calls a clone of the rule's cached
+/// service with a [`MirrorBody`]. The response (synthetic or not) gets the `RouteMatch`
+/// extension and the rule's `ResponseHeaderModifier`s.
+pub struct Router<P, S> {
+    table: Arc<RouteTable<P>>,
+    services: Arc<[Option<S>]>,
+    response_headers: Arc<[Arc<[HeaderModifier]>]>,
+    listen_port: Option<u16>,
+    mirror: Option<MirrorService>,
+    rng: SharedRng,
+}
+
+pin_project! {
+    /// The [`Router`]'s response future.
+    pub struct ResponseFuture<S, R, RB>
+    where
+        S: Service<R>,
+    {
+        #[pin]
+        state: State<S, R, RB>,
+        matched: Option<RouteMatch>,
+        response_headers: Option<Arc<[HeaderModifier]>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, R, RB>
+    where
+        S: Service<R>,
+    {
+        Respond { rsp: Option<Response<RouteBody<RB>>> },
+        Delay { #[pin] sleep: tokio::time::Sleep, then: Option<Then<S, R, RB>> },
+        Call { #[pin] call: Oneshot<S, R> },
+    }
+}
+
+enum Then<S, R, RB> {
+    Respond(Response<RouteBody<RB>>),
+    Call(S, R),
+}
+
+// === impl MakeRoute ===
+
+impl<P, S, F> MakeRoute<P> for F
+where
+    F: FnMut(&Rule<P>) -> S,
+{
+    type Service = S;
+
+    fn make_route(&mut self, rule: &Rule<P>) -> S {
+        self(rule)
+    }
+}
+
+// === impl RouteLayer ===
+
+impl<P> RouteLayer<P> {
+    /// A layer routing with `table`, with a random seed from the OS and no mirror.
+    pub fn new(table: impl Into<Arc<RouteTable<P>>>) -> Self {
+        Self {
+            table: table.into(),
+            listen_port: None,
+            mirror: None,
+            rng: SharedRng::from_entropy(),
+            response_headers: true,
+        }
+    }
+
+    /// Leaves `ResponseHeaderModifier` filters to a
+    /// [`ResponseHeaderModifierLayer`](crate::ResponseHeaderModifierLayer) in each rule's stack
+    /// (so they apply to every retry attempt's response) instead of applying them to the final
+    /// response.
+    #[must_use]
+    pub fn without_response_headers(mut self) -> Self {
+        self.response_headers = false;
+        self
+    }
+
+    /// The port the proxy listens on: the port of redirects that set neither a port nor a
+    /// scheme (else the request's port is used).
+    #[must_use]
+    pub fn with_listen_port(mut self, port: u16) -> Self {
+        self.listen_port = Some(port);
+        self
+    }
+
+    /// Where `RequestMirror` copies go; without one, mirror filters do nothing.
+    #[must_use]
+    pub fn with_mirror(mut self, mirror: MirrorService) -> Self {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// The random source of mirror and failure-injection ratios (seed it in tests).
+    #[must_use]
+    pub fn with_rng(mut self, rng: SharedRng) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &Arc<RouteTable<P>> {
+        &self.table
+    }
+}
+
+impl<P> Clone for RouteLayer<P> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+            listen_port: self.listen_port,
+            mirror: self.mirror.clone(),
+            rng: self.rng.clone(),
+            response_headers: self.response_headers,
+        }
+    }
+}
+
+impl<P> fmt::Debug for RouteLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteLayer")
+            .field("table", &self.table)
+            .field("listen_port", &self.listen_port)
+            .field("mirror", &self.mirror)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P, M: MakeRoute<P>> tower_layer::Layer<M> for RouteLayer<P> {
+    type Service = Router<P, M::Service>;
+
+    fn layer(&self, mut make: M) -> Self::Service {
+        let services: Vec<Option<M::Service>> = self
+            .table
+            .rules()
+            .iter()
+            .map(|rule| rule.has_backends().then(|| make.make_route(rule)))
+            .collect();
+        let response_headers: Vec<Arc<[HeaderModifier]>> = self
+            .table
+            .rules()
+            .iter()
+            .map(|rule| {
+                rule.filters()
+                    .iter()
+                    .filter_map(|f| match f {
+                        Filter::ResponseHeaderModifier(m) if self.response_headers => {
+                            Some(m.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        Router {
+            table: self.table.clone(),
+            services: services.into(),
+            response_headers: response_headers.into(),
+            listen_port: self.listen_port,
+            mirror: self.mirror.clone(),
+            rng: self.rng.clone(),
+        }
+    }
+}
+
+// === impl Router ===
+
+impl<P> Router<P, ()> {
+    /// A shortcut for [`RouteLayer::new`].
+    pub fn layer(table: impl Into<Arc<RouteTable<P>>>) -> RouteLayer<P> {
+        RouteLayer::new(table)
+    }
+}
+
+impl<P, S> Router<P, S> {
+    /// The route table.
+    pub fn table(&self) -> &Arc<RouteTable<P>> {
+        &self.table
+    }
+
+    /// The cached service of each rule (`None` for rules without backends), in
+    /// [`RouteTable::rules`] order.
+    pub fn services(&self) -> &[Option<S>] {
+        &self.services
+    }
+}
+
+impl<P, S: Clone> Clone for Router<P, S> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+            services: self.services.clone(),
+            response_headers: self.response_headers.clone(),
+            listen_port: self.listen_port,
+            mirror: self.mirror.clone(),
+            rng: self.rng.clone(),
+        }
+    }
+}
+
+impl<P, S> fmt::Debug for Router<P, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("table", &self.table)
+            .field("listen_port", &self.listen_port)
+            .field("mirror", &self.mirror)
+            .finish_non_exhaustive()
+    }
+}
+
+fn synthetic<RB>(err: &ProxyError, protocol: Protocol) -> Response<RouteBody<RB>> {
+    err.to_response::<RouteBody<RB>>(protocol)
+}
+
+fn redirect<RB>(location: HeaderValue, status: http::StatusCode) -> Response<RouteBody<RB>> {
+    let mut rsp = Response::new(RouteBody::empty());
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(header::LOCATION, location);
+    rsp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    rsp
+}
+
+impl<P, S, B, RB> Service<Request<B>> for Router<P, S>
+where
+    P: Clone + Send + Sync + 'static,
+    S: Service<Request<MirrorBody<B>>, Response = Response<RB>> + Clone,
+    B: Body,
+{
+    type Response = Response<RouteBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<MirrorBody<B>>, RB>;
+
+    /// Always ready: the selected rule's service is cloned and driven to readiness inside the
+    /// response future, so one saturated rule never blocks the others.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let protocol = req
+            .extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or_else(|| Protocol::of(&req));
+        let Some(matched) = self.table.find(&req) else {
+            return ResponseFuture::new(
+                State::Respond {
+                    rsp: Some(synthetic(&ProxyError::no_route(), protocol)),
+                },
+                None,
+                None,
+            );
+        };
+        let id = RouteTable::<P>::rule_id(&matched);
+        let rule = self.table.rules()[id].clone();
+        let response_headers = Some(self.response_headers[id].clone());
+        req.extensions_mut().insert(matched.clone());
+        req.extensions_mut().insert(rule.policy().clone());
+
+        let mut delay = Duration::ZERO;
+        let mut answer = None;
+        let mut mirror_heads = Vec::new();
+        for filter in rule.filters() {
+            match filter {
+                Filter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
+                Filter::ResponseHeaderModifier(_) => {}
+                Filter::UrlRewrite(r) => r.apply(&mut req, &matched),
+                Filter::RequestRedirect(r) => {
+                    let location = r.location(req.uri(), req.headers(), &matched, self.listen_port);
+                    answer = Some(match location {
+                        Some(l) => redirect(l, r.status),
+                        None => synthetic(&ProxyError::internal(), protocol),
+                    });
+                    break;
+                }
+                Filter::RequestMirror(m) => {
+                    if self.mirror.is_some() && self.rng.chance(m.ratio) {
+                        mirror_heads.push(mirror_head(&req, &m.backend));
+                    }
+                }
+                Filter::InjectFailure(inj) => {
+                    if let Some(d) = &inj.delay
+                        && self.rng.chance(d.ratio)
+                    {
+                        delay += d.delay;
+                    }
+                    if let Some(a) = &inj.abort
+                        && self.rng.chance(a.ratio)
+                    {
+                        answer = Some(synthetic(&a.to_proxy_error(), protocol));
+                        break;
+                    }
+                }
+            }
+        }
+
+        let then = match answer {
+            Some(rsp) => {
+                // A proxy answer reads no body: only a request already complete is mirrored.
+                if let Some(mirror) = &self.mirror {
+                    crate::mirror::mirror_unread(req.body(), mirror_heads, mirror);
+                }
+                Then::Respond(rsp)
+            }
+            None => match self.services[id].clone() {
+                Some(svc) => {
+                    let (parts, body) = req.into_parts();
+                    let body = match &self.mirror {
+                        Some(mirror) => MirrorBody::mirrored(body, mirror_heads, mirror),
+                        None => MirrorBody::passthrough(body),
+                    };
+                    Then::Call(svc, Request::from_parts(parts, body))
+                }
+                None => Then::Respond(synthetic(&ProxyError::no_backends(), protocol)),
+            },
+        };
+        let state = if delay.is_zero() {
+            match then {
+                Then::Respond(rsp) => State::Respond { rsp: Some(rsp) },
+                Then::Call(svc, req) => State::Call {
+                    call: Oneshot::new(svc, req),
+                },
+            }
+        } else {
+            State::Delay {
+                sleep: tokio::time::sleep(delay),
+                then: Some(then),
+            }
+        };
+        ResponseFuture::new(state, Some(matched), response_headers)
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<S, R, RB> ResponseFuture<S, R, RB>
+where
+    S: Service<R>,
+{
+    fn new(
+        state: State<S, R, RB>,
+        matched: Option<RouteMatch>,
+        response_headers: Option<Arc<[HeaderModifier]>>,
+    ) -> Self {
+        Self {
+            state,
+            matched,
+            response_headers,
+        }
+    }
+}
+
+impl<S, R, RB> Future for ResponseFuture<S, R, RB>
+where
+    S: Service<R, Response = Response<RB>>,
+{
+    type Output = Result<Response<RouteBody<RB>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut rsp = loop {
+            match this.state.as_mut().project() {
+                StateProj::Respond { rsp } => match rsp.take() {
+                    Some(rsp) => break rsp,
+                    // Polled after completion: stay pending rather than panic.
+                    None => return Poll::Pending,
+                },
+                StateProj::Delay { sleep, then } => {
+                    std::task::ready!(sleep.poll(cx));
+                    let next = match then.take() {
+                        Some(Then::Respond(rsp)) => State::Respond { rsp: Some(rsp) },
+                        Some(Then::Call(svc, req)) => State::Call {
+                            call: Oneshot::new(svc, req),
+                        },
+                        None => State::Respond { rsp: None },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Call { call } => {
+                    break std::task::ready!(call.poll(cx))?.map(RouteBody::new);
+                }
+            }
+        };
+        if let Some(m) = this.matched.take() {
+            rsp.extensions_mut().insert(m);
+        }
+        if let Some(mods) = this.response_headers.take() {
+            for m in mods.iter() {
+                m.apply(rsp.headers_mut());
+            }
+        }
+        Poll::Ready(Ok(rsp))
+    }
+}
+
+impl<S, R, RB> fmt::Debug for ResponseFuture<S, R, RB>
+where
+    S: Service<R>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("matched", &self.matched)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,168 @@
+use crate::{BackendName, SharedRng};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tower::util::Oneshot;
+use tower_service::Service;
+
+/// Sends each request to one of a rule's backends, picked at random in proportion to the
+/// `backendRefs` weights (weight 0 never picked).
+///
+/// Placed inside a retry layer, each attempt gets a fresh pick. The picked [`BackendName`] is
+/// inserted into the request's extensions (for the backend's stack) and the response's (for
+/// outer metrics and the access log).
+///
+/// # Readiness
+///
+/// Always ready: the picked backend's service is cloned and driven to readiness in the
+/// response future (as tower's `Oneshot` does), so backends should be cheap to clone (for
+/// example a `tower::buffer::Buffer` handle) and apply their own back-pressure there.
+pub struct WeightedSplit<S> {
+    backends: Arc<[(BackendName, S)]>,
+    /// Running sums of the weights, aligned with `backends`.
+    cumulative: Arc<[u64]>,
+    rng: SharedRng,
+}
+
+/// [`WeightedSplit::new`] was given no backend with a non-zero weight: the router answers
+/// such a rule with 500 `no backends` itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoBackends(());
+
+pin_project! {
+    /// The [`WeightedSplit`]'s response future: the picked backend's response, with its
+    /// [`BackendName`].
+    pub struct SplitFuture<S, R>
+    where
+        S: Service<R>,
+    {
+        #[pin]
+        call: Oneshot<S, R>,
+        backend: Option<BackendName>,
+    }
+}
+
+impl<S> WeightedSplit<S> {
+    /// A split over `(name, weight, service)` triples.
+    ///
+    /// # Errors
+    ///
+    /// [`NoBackends`] when every weight is 0 (or the list is empty).
+    pub fn new(backends: Vec<(BackendName, u32, S)>, rng: SharedRng) -> Result<Self, NoBackends> {
+        let mut sum = 0u64;
+        let mut cumulative = Vec::with_capacity(backends.len());
+        let mut kept = Vec::with_capacity(backends.len());
+        for (name, weight, svc) in backends {
+            if weight == 0 {
+                continue;
+            }
+            sum += u64::from(weight);
+            cumulative.push(sum);
+            kept.push((name, svc));
+        }
+        if kept.is_empty() {
+            return Err(NoBackends(()));
+        }
+        Ok(Self {
+            backends: kept.into(),
+            cumulative: cumulative.into(),
+            rng,
+        })
+    }
+
+    /// The index (among backends with a non-zero weight) of the next pick.
+    pub fn pick(&self) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(0);
+        let r = self.rng.below(total);
+        self.cumulative.partition_point(|&c| c <= r)
+    }
+
+    /// The backends that can be picked, in the order given.
+    pub fn backends(&self) -> impl Iterator<Item = &BackendName> {
+        self.backends.iter().map(|(n, _)| n)
+    }
+}
+
+impl<S> Clone for WeightedSplit<S> {
+    fn clone(&self) -> Self {
+        Self {
+            backends: self.backends.clone(),
+            cumulative: self.cumulative.clone(),
+            rng: self.rng.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for WeightedSplit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&BackendName> = self.backends().collect();
+        f.debug_struct("WeightedSplit")
+            .field("backends", &names)
+            .field("cumulative", &self.cumulative)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for WeightedSplit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = SplitFuture<S, Request<B>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let i = self.pick().min(self.backends.len() - 1);
+        let (name, svc) = &self.backends[i];
+        req.extensions_mut().insert(name.clone());
+        SplitFuture {
+            call: Oneshot::new(svc.clone(), req),
+            backend: Some(name.clone()),
+        }
+    }
+}
+
+impl<S, R, RB> Future for SplitFuture<S, R>
+where
+    S: Service<R, Response = Response<RB>>,
+{
+    type Output = Result<Response<RB>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut rsp = std::task::ready!(this.call.poll(cx))?;
+        if let Some(name) = this.backend.take() {
+            rsp.extensions_mut().insert(name);
+        }
+        Poll::Ready(Ok(rsp))
+    }
+}
+
+impl<S, R> fmt::Debug for SplitFuture<S, R>
+where
+    S: Service<R>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SplitFuture")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for NoBackends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no backend with a non-zero weight")
+    }
+}
+
+impl std::error::Error for NoBackends {}
