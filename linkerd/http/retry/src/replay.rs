@@ -51,7 +51,10 @@ mod tests;
 /// this type's own failures are [`ReplayError`]s. Trailers are expected to be the last frame.
 ///
 /// `is_end_stream` and `size_hint` are exact for every clone at every point: a clone that
-/// does not hold the state consults the shared slot (without waiting for its lock).
+/// does not hold the state consults the shared slot (without waiting for its lock). One
+/// deliberate exception: while trailers are known and not yet replayed, `size_hint` has no
+/// upper bound, so that an HTTP/1.1 client frames the replay as chunked (as it did the
+/// original, whose trailers it could not foresee) and sends the trailers.
 pub struct ReplayBody<B> {
     inner: Inner<B>,
 }
@@ -333,7 +336,10 @@ impl<B: Body> Replay<B> {
         }
         let mut hint = SizeHint::new();
         hint.set_lower(live.lower().saturating_add(replay));
-        if let Some(upper) = live.upper() {
+        // Trailers still to send: never claim an exact length, or an HTTP/1.1 client would
+        // frame the replay with `content-length`, where trailers cannot go.
+        let trailers_pending = s.trailers.is_some() && !self.trailers_sent;
+        if let (Some(upper), false) = (live.upper(), trailers_pending) {
             hint.set_upper(upper.saturating_add(replay));
         }
         hint
