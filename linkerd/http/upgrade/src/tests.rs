@@ -237,3 +237,17 @@ async fn orig_proto_downgrade_rejects_a_bad_header() {
     );
     assert!(seen.lock().unwrap().is_empty(), "not forwarded");
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tunnels>();
+    send_sync::<crate::UpgradeLayer>();
+    send_sync::<Upgrade<()>>();
+    send_sync::<crate::ExtendedConnectLayer>();
+    send_sync::<ConnectProtocolFlag>();
+    send_sync::<crate::OrigProtoUpgradeLayer>();
+    send_sync::<crate::OrigProtoDowngradeLayer>();
+    fn send<T: Send>() {}
+    send::<crate::ResponseFuture<std::future::Ready<Result<Response<()>, Infallible>>, ()>>();
+}
