@@ -70,7 +70,7 @@ enum Msg {
 }
 
 enum Sink {
-    Io(io::BufWriter<Box<dyn Write + Send>>),
+    Io(Box<dyn Write + Send>),
     Tracing(tracing::Dispatch),
 }
 
@@ -125,15 +125,15 @@ impl AccessLogWriter {
         } = config;
         let capacity = capacity.max(1);
         let sink = match output {
-            Output::Stdout => Sink::io(Box::new(io::stdout())),
-            Output::Stderr => Sink::io(Box::new(io::stderr())),
-            Output::File(path) => Sink::io(Box::new(
+            Output::Stdout => Sink::Io(Box::new(io::stdout())),
+            Output::Stderr => Sink::Io(Box::new(io::stderr())),
+            Output::File(path) => Sink::Io(Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?,
             )),
-            Output::Writer(w) => Sink::io(w),
+            Output::Writer(w) => Sink::Io(w),
             Output::Tracing => Sink::Tracing(tracing::dispatcher::get_default(Clone::clone)),
         };
         let (tx, rx) = mpsc::sync_channel(capacity);
@@ -218,59 +218,75 @@ impl fmt::Debug for AccessLogWriter {
 }
 
 fn run(rx: &mpsc::Receiver<Msg>, mut sink: Sink, format: &Format, shared: &Shared) {
-    let mut line = String::with_capacity(512);
+    // Lines are batched and written together once the queue is drained (or the batch is
+    // large), so a burst costs one write; a failed write loses, and counts, the whole batch.
+    let mut batch = Batch::default();
     while let Ok(msg) = rx.recv() {
         let mut next = Some(msg);
-        // Drain what is already queued before flushing, so a burst costs one flush.
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Record(record) => {
                     shared.received.fetch_add(1, Ordering::Relaxed);
-                    line.clear();
-                    // Formatting into a String cannot fail.
-                    let _ = format.write(&record, &mut line);
-                    if sink.write_line(&line) {
-                        shared.written.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    match &mut sink {
+                        Sink::Io(_) => {
+                            // Formatting into a String cannot fail.
+                            let _ = format.write(&record, &mut batch.text);
+                            batch.lines += 1;
+                            if batch.text.len() >= BATCH_BYTES {
+                                batch.write(&mut sink, shared);
+                            }
+                        }
+                        Sink::Tracing(d) => {
+                            batch.text.clear();
+                            let _ = format.write(&record, &mut batch.text);
+                            let line = batch.text.trim_end_matches('\n');
+                            tracing::dispatcher::with_default(d, || {
+                                tracing::info!(target: "access_log", "{line}");
+                            });
+                            batch.text.clear();
+                            shared.written.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Msg::Flush(ack) => {
-                    sink.flush();
+                    batch.write(&mut sink, shared);
                     let _ = ack.send(());
                 }
             }
             next = rx.try_recv().ok();
         }
-        sink.flush();
+        batch.write(&mut sink, shared);
     }
-    sink.flush();
+    batch.write(&mut sink, shared);
 }
 
-// === impl Sink ===
+const BATCH_BYTES: usize = 64 * 1024;
 
-impl Sink {
-    fn io(w: Box<dyn Write + Send>) -> Self {
-        Self::Io(io::BufWriter::with_capacity(64 * 1024, w))
-    }
+#[derive(Default)]
+struct Batch {
+    text: String,
+    lines: u64,
+}
 
-    fn write_line(&mut self, line: &str) -> bool {
-        match self {
-            Self::Io(w) => w.write_all(line.as_bytes()).is_ok(),
-            Self::Tracing(d) => {
-                tracing::dispatcher::with_default(d, || {
-                    tracing::info!(target: "access_log", "{}", line.trim_end_matches('\n'));
-                });
-                true
-            }
+impl Batch {
+    fn write(&mut self, sink: &mut Sink, shared: &Shared) {
+        if self.lines == 0 {
+            return;
         }
-    }
-
-    fn flush(&mut self) {
-        if let Self::Io(w) = self {
-            // A failed flush loses lines already counted as written; the next write reports
-            // the broken output.
-            let _ = w.flush();
-        }
+        let ok = match sink {
+            Sink::Io(w) => w
+                .write_all(self.text.as_bytes())
+                .and_then(|()| w.flush())
+                .is_ok(),
+            Sink::Tracing(_) => true,
+        };
+        let counter = if ok {
+            &shared.written
+        } else {
+            &*shared.dropped
+        };
+        counter.fetch_add(self.lines, Ordering::Relaxed);
+        self.text.clear();
+        self.lines = 0;
     }
 }

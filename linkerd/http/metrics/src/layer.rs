@@ -1,0 +1,424 @@
+use crate::{ExtractRetry, ReadRetrySummary, RetryStopKind, RetrySummary};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use linkerd_http_classify::{
+    BoxError, Class, Classify, ClassifyEos, ClassifyResponse, DefaultClassify, Protocol,
+    ProxyError, ResponseClassifier, to_proxy_error,
+};
+use linkerd_http_prom::{CounterFamily, StatusLabels};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use std::{
+    fmt,
+    future::Future,
+    hash::Hash,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+use tokio::time::Instant;
+
+/// The metric handles one [`Instrument`] records into, resolved once when the layer is built.
+pub(crate) struct Recorder<L> {
+    pub(crate) labels: L,
+    pub(crate) duration: Histogram,
+    pub(crate) statuses: CounterFamily<(L, StatusLabels)>,
+    pub(crate) in_flight: Option<Gauge>,
+    pub(crate) requests: Option<Counter>,
+    pub(crate) retries: Option<RetryCounters>,
+}
+
+pub(crate) struct RetryCounters {
+    pub(crate) requests: Counter,
+    pub(crate) successes: Counter,
+    pub(crate) limit_exceeded: Counter,
+    pub(crate) overflow: Counter,
+}
+
+/// Records request metrics for one route (labels [`RouteLabels`](linkerd_http_prom::RouteLabels))
+/// or one backend ([`BackendLabels`](linkerd_http_prom::BackendLabels)); built by
+/// [`RouteFamilies::route_layer`](crate::RouteFamilies::route_layer) and
+/// [`RouteFamilies::backend_layer`](crate::RouteFamilies::backend_layer).
+pub struct InstrumentLayer<L, X = ReadRetrySummary> {
+    recorder: Arc<Recorder<L>>,
+    extract: X,
+}
+
+/// The service of [`InstrumentLayer`].
+pub struct Instrument<S, L, X = ReadRetrySummary> {
+    inner: S,
+    recorder: Arc<Recorder<L>>,
+    extract: X,
+}
+
+/// The route-metrics layer.
+pub type RouteMetricsLayer<X = ReadRetrySummary> =
+    InstrumentLayer<linkerd_http_prom::RouteLabels, X>;
+/// The route-metrics service.
+pub type RouteMetrics<S, X = ReadRetrySummary> = Instrument<S, linkerd_http_prom::RouteLabels, X>;
+/// The backend-metrics layer.
+pub type BackendMetricsLayer = InstrumentLayer<linkerd_http_prom::BackendLabels>;
+/// The backend-metrics service.
+pub type BackendMetrics<S> = Instrument<S, linkerd_http_prom::BackendLabels>;
+
+/// What is recorded once, at the end of a request.
+struct Done<L, X> {
+    recorder: Arc<Recorder<L>>,
+    extract: X,
+    start: Instant,
+    protocol: Protocol,
+    classify: ResponseClassifier,
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Instrument`]; records a cancellation when dropped before the
+    /// response headers.
+    pub struct ResponseFuture<F, L, X>
+    where
+        L: Clone,
+        L: Hash,
+        L: Eq,
+    {
+        #[pin]
+        inner: F,
+        done: Option<Done<L, X>>,
+    }
+
+    impl<F, L, X> PinnedDrop for ResponseFuture<F, L, X>
+    where
+        L: Clone,
+        L: Hash,
+        L: Eq,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(d) = this.project().done.take() {
+                // The client went away before a response: nothing was sent.
+                let class = Class::failed(None, None, linkerd_http_classify::ProxyErrorKind::Cancel);
+                d.finish(&class, None);
+            }
+        }
+    }
+}
+
+struct BodyDone<L, X> {
+    done: Done<L, X>,
+    eos: <ResponseClassifier as ClassifyResponse>::ClassifyEos,
+    retry: Option<RetrySummary>,
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the request's metrics once when it ends, fails or is
+    /// dropped. Forwards `is_end_stream` and `size_hint`.
+    pub struct ResponseBody<B, L, X>
+    where
+        L: Clone,
+        L: Hash,
+        L: Eq,
+    {
+        #[pin]
+        inner: B,
+        state: Option<BodyDone<L, X>>,
+    }
+
+    impl<B, L, X> PinnedDrop for ResponseBody<B, L, X>
+    where
+        L: Clone,
+        L: Hash,
+        L: Eq,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(s) = this.project().state.take() {
+                let class = s.eos.cancelled();
+                s.done.finish(&class, s.retry);
+            }
+        }
+    }
+}
+
+// === impl InstrumentLayer ===
+
+impl<L, X> InstrumentLayer<L, X> {
+    pub(crate) fn new(recorder: Arc<Recorder<L>>, extract: X) -> Self {
+        Self { recorder, extract }
+    }
+}
+
+impl<L, X: Clone> Clone for InstrumentLayer<L, X> {
+    fn clone(&self) -> Self {
+        Self {
+            recorder: self.recorder.clone(),
+            extract: self.extract.clone(),
+        }
+    }
+}
+
+impl<L: fmt::Debug, X> fmt::Debug for InstrumentLayer<L, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstrumentLayer")
+            .field("labels", &self.recorder.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, L, X: Clone> tower_layer::Layer<S> for InstrumentLayer<L, X> {
+    type Service = Instrument<S, L, X>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Instrument {
+            inner,
+            recorder: self.recorder.clone(),
+            extract: self.extract.clone(),
+        }
+    }
+}
+
+// === impl Instrument ===
+
+impl<S, L, X> Instrument<S, L, X> {
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, L, X: Clone> Clone for Instrument<S, L, X> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            recorder: self.recorder.clone(),
+            extract: self.extract.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, L: fmt::Debug, X> fmt::Debug for Instrument<S, L, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instrument")
+            .field("inner", &self.inner)
+            .field("labels", &self.recorder.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, L, X, ReqB, RspB> tower_service::Service<Request<ReqB>> for Instrument<S, L, X>
+where
+    S: tower_service::Service<Request<ReqB>, Response = Response<RspB>>,
+    S::Error: Into<BoxError>,
+    L: Clone + Hash + Eq,
+    X: ExtractRetry,
+    RspB: Body,
+{
+    type Response = Response<ResponseBody<RspB, L, X>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, L, X>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let protocol = req
+            .extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or_else(|| Protocol::of(&req));
+        let classify = req
+            .extensions()
+            .get::<ResponseClassifier>()
+            .copied()
+            .unwrap_or_else(|| DefaultClassify::default().classify(&req));
+        if let Some(g) = &self.recorder.in_flight {
+            g.inc();
+        }
+        if let Some(c) = &self.recorder.requests {
+            c.inc();
+        }
+        ResponseFuture {
+            inner: self.inner.call(req),
+            done: Some(Done {
+                recorder: self.recorder.clone(),
+                extract: self.extract.clone(),
+                start: Instant::now(),
+                protocol,
+                classify,
+            }),
+        }
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, L, X, B, E> Future for ResponseFuture<F, L, X>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    L: Clone + Hash + Eq,
+    X: ExtractRetry,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<B, L, X>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(done) = this.done.take() else {
+            return Poll::Ready(Err("metrics future polled after completion".into()));
+        };
+        match result {
+            Err(e) => {
+                let e: BoxError = e.into();
+                let retry = done.extract.retry_of_error(&*e);
+                let class = error_class(done.protocol, &to_proxy_error(&*e));
+                done.finish(&class, retry);
+                Poll::Ready(Err(e))
+            }
+            Ok(rsp) => {
+                let retry = done.extract.retry_of_response(rsp.extensions());
+                let eos = done.classify.start(&rsp);
+                Poll::Ready(Ok(rsp.map(|inner| {
+                    ResponseBody::new(inner, BodyDone { done, eos, retry })
+                })))
+            }
+        }
+    }
+}
+
+/// The class of a request answered with `err` instead of a response, as the client sees it
+/// (DESIGN.md section 5): an upstream reset is a reset for HTTP/2 and gRPC clients (no
+/// status) and a 502 for HTTP/1 clients; gRPC clients get `200` with the error's code;
+/// others the error's status.
+pub fn error_class(protocol: Protocol, err: &ProxyError) -> Class {
+    let reset = err.h2_reset_reason().is_some() && protocol != Protocol::Http1;
+    match protocol {
+        _ if reset => Class::failed(None, None, err.kind()),
+        Protocol::Grpc => Class::failed(
+            Some(http::StatusCode::OK),
+            Some(err.grpc_code()),
+            err.kind(),
+        ),
+        _ => Class::failed(Some(err.http_status()), None, err.kind()),
+    }
+}
+
+// === impl Done ===
+
+impl<L: Clone + Hash + Eq, X> Done<L, X> {
+    fn finish(self, class: &Class, retry: Option<RetrySummary>) {
+        let r = &*self.recorder;
+        r.duration.observe(self.start.elapsed().as_secs_f64());
+        r.statuses
+            .get_or_create(&(r.labels.clone(), StatusLabels::from_class(class)))
+            .inc();
+        if let Some(g) = &r.in_flight {
+            g.dec();
+        }
+        if let (Some(c), Some(retry)) = (&r.retries, retry) {
+            let retries = retry.attempts.saturating_sub(1);
+            c.requests.inc_by(u64::from(retries));
+            if retries > 0 && class.is_success() {
+                c.successes.inc();
+            }
+            match retry.stopped {
+                Some(RetryStopKind::LimitExceeded) => {
+                    c.limit_exceeded.inc();
+                }
+                Some(RetryStopKind::Overflow) => {
+                    c.overflow.inc();
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+// === impl ResponseBody ===
+
+impl<B: Body, L: Clone + Hash + Eq, X> ResponseBody<B, L, X> {
+    fn new(inner: B, state: BodyDone<L, X>) -> Self {
+        if inner.is_end_stream() {
+            // hyper never polls a body already at its end.
+            let class = state.eos.eos(None);
+            state.done.finish(&class, state.retry);
+            return Self { inner, state: None };
+        }
+        Self {
+            inner,
+            state: Some(state),
+        }
+    }
+}
+
+impl<B, L, X> Body for ResponseBody<B, L, X>
+where
+    B: Body,
+    B::Error: std::error::Error + 'static,
+    L: Clone + Hash + Eq,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if this.state.is_none() {
+            return Poll::Ready(frame);
+        }
+        let class = match &frame {
+            None => Some(None),
+            Some(Ok(f)) => match f.trailers_ref() {
+                Some(t) => Some(Some(t)),
+                None => this.inner.is_end_stream().then_some(None),
+            },
+            Some(Err(_)) => None,
+        };
+        if let Some(trailers) = class {
+            if let Some(s) = this.state.take() {
+                let class = s.eos.eos(trailers);
+                s.done.finish(&class, s.retry);
+            }
+        } else if let Some(Err(e)) = &frame
+            && let Some(s) = this.state.take()
+        {
+            let class = s.eos.error(e);
+            s.done.finish(&class, s.retry);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug, L: Clone + Hash + Eq, X> fmt::Debug for ResponseBody<B, L, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("done", &self.state.is_none())
+            .finish()
+    }
+}
+
+impl<F: fmt::Debug, L: Clone + Hash + Eq, X> fmt::Debug for ResponseFuture<F, L, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
