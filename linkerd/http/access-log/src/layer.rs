@@ -32,29 +32,54 @@ pub struct ResponseInfo {
 
 /// Reads a [`ResponseInfo`] from response extensions.
 ///
-/// Implemented for closures `Fn(&Extensions) -> ResponseInfo`. The application supplies the
-/// one that reads its route and retry crates' extension types; the default, [`NoInfo`],
-/// reads nothing.
+/// Implemented for closures `Fn(&Extensions) -> ResponseInfo`. The default,
+/// [`ReadRouteInfo`], reads `linkerd-http-route`'s `RouteMatch` and `BackendName` and
+/// `linkerd-http-retry`'s `RetryOutcome`; [`NoInfo`] reads nothing.
 pub trait ExtractInfo: Clone + Send + Sync + 'static {
     /// The route, backend and attempts recorded in `extensions`.
     fn extract(&self, extensions: &Extensions) -> ResponseInfo;
 }
 
-/// The default [`ExtractInfo`]: no route, no backend, one attempt.
+/// An [`ExtractInfo`] reading nothing: no route, no backend, one attempt.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct NoInfo;
+
+/// The default [`ExtractInfo`]: the route name from `linkerd_http_route::RouteMatch`, the
+/// backend from `linkerd_http_route::BackendName`, attempts from
+/// `linkerd_http_retry::RetryOutcome` (all response extensions).
+///
+/// `BackendName` exposes its name only as `&str`, so the backend name is copied into a new
+/// `Arc<str>` per request (one small allocation).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct ReadRouteInfo;
+
+impl ExtractInfo for ReadRouteInfo {
+    fn extract(&self, ext: &Extensions) -> ResponseInfo {
+        ResponseInfo {
+            route: ext
+                .get::<linkerd_http_route::RouteMatch>()
+                .map(|m| m.route_name_arc().clone()),
+            backend: ext
+                .get::<linkerd_http_route::BackendName>()
+                .map(|b| Arc::from(b.as_str())),
+            attempts: ext
+                .get::<linkerd_http_retry::RetryOutcome>()
+                .map(|o| o.attempts),
+        }
+    }
+}
 
 /// Writes one [`Record`] per request through an [`AccessLogWriter`], when the response body
 /// ends, fails or is dropped (or when the inner service fails or the request is cancelled).
 #[derive(Clone, Debug)]
-pub struct AccessLogLayer<X = NoInfo> {
+pub struct AccessLogLayer<X = ReadRouteInfo> {
     writer: AccessLogWriter,
     extract: X,
 }
 
 /// The service of [`AccessLogLayer`].
 #[derive(Clone, Debug)]
-pub struct AccessLog<S, X = NoInfo> {
+pub struct AccessLog<S, X = ReadRouteInfo> {
     inner: S,
     writer: AccessLogWriter,
     extract: X,
@@ -145,11 +170,12 @@ where
 // === impl AccessLogLayer ===
 
 impl AccessLogLayer {
-    /// A layer writing through `writer`, reading no route/backend/attempts.
+    /// A layer writing through `writer`, reading route, backend and attempts with
+    /// [`ReadRouteInfo`].
     pub fn new(writer: AccessLogWriter) -> Self {
         Self {
             writer,
-            extract: NoInfo,
+            extract: ReadRouteInfo,
         }
     }
 }

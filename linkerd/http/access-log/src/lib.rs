@@ -59,9 +59,8 @@
 //! `traceparent`, `x-b3-traceid`, `x-request-id` headers for `trace_id`. Reads on responses:
 //! `linkerd_http_classify::FinalClass` (the final gRPC status and error, when a classify
 //! layer sits inside), `linkerd_http_classify::ProxyError` (synthetic answers), and through
-//! an [`ExtractInfo`] the route, backend and attempts (the application's closure reads the
-//! route crate's `RouteMatch`/`BackendName` and the retry crate's `RetryOutcome`). Writes
-//! nothing.
+//! an [`ExtractInfo`] the route, backend and attempts (by default [`ReadRouteInfo`]: the route
+//! crate's `RouteMatch`/`BackendName` and the retry crate's `RetryOutcome`). Writes nothing.
 //!
 //! # Errors
 //! The layer adds no failure. Inner errors are converted into `BoxError` (the layer has to
@@ -87,8 +86,8 @@ mod writer;
 
 pub use format::{Format, Template, TemplateError};
 pub use layer::{
-    AccessLog, AccessLogLayer, ExtractInfo, NoInfo, RequestBody, ResponseBody, ResponseFuture,
-    ResponseInfo,
+    AccessLog, AccessLogLayer, ExtractInfo, NoInfo, ReadRouteInfo, RequestBody, ResponseBody,
+    ResponseFuture, ResponseInfo,
 };
 pub use record::{ClientAddr, FIELDS, Record, TraceHeader};
 pub use writer::{AccessLogWriter, Output, WriterConfig};

@@ -425,15 +425,18 @@ async fn failures_cancellations_and_synthetic_answers() {
     );
 }
 
-/// An output that blocks until released.
+/// An output that, at its first write, reports that it is blocked and then blocks until
+/// released.
 struct Blocked {
-    release: Arc<Mutex<Option<mpsc::Receiver<()>>>>,
+    entered: mpsc::Sender<()>,
+    release: Option<mpsc::Receiver<()>>,
     lines: Lines,
 }
 
 impl Write for Blocked {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(rx) = self.release.lock().expect("lock").take() {
+        if let Some(rx) = self.release.take() {
+            let _ = self.entered.send(());
             // Blocks the writer thread (never a request) until the test releases it.
             let _ = rx.recv();
         }
@@ -450,8 +453,10 @@ async fn a_blocked_writer_never_blocks_requests_and_counts_every_lost_line() {
     const CAPACITY: usize = 100;
     let lines = Lines::default();
     let (release, blocked) = mpsc::channel();
+    let (entered_tx, entered) = mpsc::channel();
     let output = Blocked {
-        release: Arc::new(Mutex::new(Some(blocked))),
+        entered: entered_tx,
+        release: Some(blocked),
         lines: lines.clone(),
     };
     let mut config = WriterConfig::new(Format::Json);
@@ -464,24 +469,36 @@ async fn a_blocked_writer_never_blocks_requests_and_counts_every_lost_line() {
                 Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"ok"))))
             },
         ));
+    let send = |i: u64| {
+        let svc = svc.clone();
+        async move {
+            let req = Request::get(format!("/{i}"))
+                .body(Full::<Bytes>::default())
+                .expect("request");
+            let rsp = svc.oneshot(req).await.expect("every request completes");
+            rsp.into_body().collect().await.expect("body");
+        }
+    };
+    // The first record reaches the output, which then blocks for good.
+    send(0).await;
+    entered
+        .recv()
+        .expect("the writer thread reaches the output");
     let mut max_queued = 0;
-    for i in 0..REQUESTS {
-        let req = Request::get(format!("/{i}"))
-            .body(Full::<Bytes>::default())
-            .expect("request");
-        let rsp = svc
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("every request completes");
-        rsp.into_body().collect().await.expect("body");
+    for i in 1..REQUESTS {
+        send(i).await;
         max_queued = max_queued.max(writer.queued());
     }
-    assert!(
-        max_queued <= CAPACITY,
-        "the queue stays within its bound: {max_queued}"
+    assert_eq!(
+        max_queued, CAPACITY,
+        "the queue fills up to its bound and no further"
     );
-    assert!(writer.dropped() > 0, "a blocked output loses lines");
+    let lost = REQUESTS - 1 - CAPACITY as u64;
+    assert_eq!(
+        writer.dropped(),
+        lost,
+        "every record that found the queue full is counted"
+    );
     release.send(()).expect("release the writer");
     flush(&writer);
     let written = lines.json().len() as u64;
@@ -490,6 +507,11 @@ async fn a_blocked_writer_never_blocks_requests_and_counts_every_lost_line() {
         REQUESTS,
         "dropped ({}) is exactly the number of lines lost",
         writer.dropped()
+    );
+    assert_eq!(
+        written,
+        1 + CAPACITY as u64,
+        "the blocked line and the queue are written"
     );
     assert_eq!(
         writer.written(),

@@ -34,7 +34,13 @@ where
         .header("user-agent", "bench")
         .body(Full::new(Bytes::from_static(b"ping")))
         .expect("request");
-    let rsp = svc.ready().await.expect("ready").call(req).await.expect("response");
+    let rsp = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("response");
     black_box(rsp.into_body().collect().await.expect("body"));
 }
 
@@ -77,7 +83,8 @@ fn bench(c: &mut Criterion) {
     let metrics = Metrics::register(&mut registry);
     let mut config = WriterConfig::new(Format::Json);
     config.dropped = metrics.access_log_dropped.cell().clone();
-    let writer = AccessLogWriter::spawn(Output::Writer(Box::new(std::io::sink())), config).expect("spawn");
+    let writer =
+        AccessLogWriter::spawn(Output::Writer(Box::new(std::io::sink())), config).expect("spawn");
 
     let mut bare = service_fn(backend);
     let mut stacked = ServiceBuilder::new()
@@ -89,17 +96,23 @@ fn bench(c: &mut Criterion) {
 
     // A loopback hyper server and an HTTP/1.1 client connection, as the round-trip baseline.
     let (addr, mut client) = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
-            let Ok((io, _)) = listener.accept().await else { return };
+            let Ok((io, _)) = listener.accept().await else {
+                return;
+            };
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder
                 .serve_connection(TokioIo::new(io), hyper::service::service_fn(backend))
                 .await;
         });
         let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
-        let (send, conn) = hyper::client::conn::http1::handshake(io).await.expect("handshake");
+        let (send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("handshake");
         tokio::spawn(conn);
         (addr, send)
     });
@@ -107,7 +120,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("success_path");
     group.bench_function("bare", |b| b.iter(|| rt.block_on(drive(&mut bare))));
-    group.bench_function("metrics+access_log", |b| b.iter(|| rt.block_on(drive(&mut stacked))));
+    group.bench_function("metrics+access_log", |b| {
+        b.iter(|| rt.block_on(drive(&mut stacked)));
+    });
     group.bench_function("loopback_round_trip", |b| {
         b.iter(|| rt.block_on(round_trip(&mut client)));
     });

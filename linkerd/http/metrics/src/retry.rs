@@ -1,4 +1,5 @@
 use http::Extensions;
+use linkerd_http_retry::RetryOutcome;
 use std::error::Error;
 
 /// What the route metrics need from a retry layer: attempts made and why retries stopped.
@@ -27,7 +28,8 @@ pub enum RetryStopKind {
 /// Reads a [`RetrySummary`] from a response's extensions (or from an error).
 ///
 /// Implemented for closures `Fn(&Extensions) -> Option<RetrySummary>`. The default,
-/// [`ReadRetrySummary`], reads a `RetrySummary` response extension.
+/// [`ReadRetrySummary`], reads `linkerd-http-retry`'s `RetryOutcome` (response extension, or
+/// its `RetryError` in an error's `source()` chain), else a `RetrySummary` extension.
 pub trait ExtractRetry: Clone + Send + Sync + 'static {
     /// The retry summary carried by a response.
     fn retry_of_response(&self, extensions: &Extensions) -> Option<RetrySummary>;
@@ -38,13 +40,40 @@ pub trait ExtractRetry: Clone + Send + Sync + 'static {
     }
 }
 
-/// The default [`ExtractRetry`]: reads a [`RetrySummary`] response extension.
+/// The default [`ExtractRetry`]: reads `linkerd_http_retry::RetryOutcome` from response
+/// extensions or from a `RetryError` in the error chain; else a [`RetrySummary`] response
+/// extension (for retry layers other than `linkerd-http-retry`).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct ReadRetrySummary;
 
 impl ExtractRetry for ReadRetrySummary {
     fn retry_of_response(&self, extensions: &Extensions) -> Option<RetrySummary> {
-        extensions.get::<RetrySummary>().copied()
+        extensions
+            .get::<RetryOutcome>()
+            .map(|o| RetrySummary::from(*o))
+            .or_else(|| extensions.get::<RetrySummary>().copied())
+    }
+
+    fn retry_of_error(&self, err: &(dyn Error + 'static)) -> Option<RetrySummary> {
+        RetryOutcome::from_error(err).map(RetrySummary::from)
+    }
+}
+
+impl From<RetryOutcome> for RetrySummary {
+    fn from(o: RetryOutcome) -> Self {
+        let stopped = o.stopped.and_then(|s| {
+            if s.is_limit_exceeded() {
+                Some(RetryStopKind::LimitExceeded)
+            } else if s.is_overflow() {
+                Some(RetryStopKind::Overflow)
+            } else {
+                None
+            }
+        });
+        Self {
+            attempts: o.attempts,
+            stopped,
+        }
     }
 }
 

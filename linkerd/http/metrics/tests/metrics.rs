@@ -5,11 +5,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use linkerd_http_access_log::{
-    AccessLogLayer, AccessLogWriter, Format, Output, RequestBody, ResponseInfo, WriterConfig,
+    AccessLogLayer, AccessLogWriter, Format, Output, RequestBody, WriterConfig,
 };
 use linkerd_http_classify::{ClassifyLayer, ProxyError};
 use linkerd_http_metrics::{Metrics, RetryStopKind, RetrySummary};
 use linkerd_http_prom::{ConnectionProtocol, Direction, MetricsService, Scrape};
+use linkerd_http_retry::{RetryOutcome, RetryStop};
+use linkerd_http_route::BackendName;
 use linkerd_http_test_util::{BoxError, MockBody};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
@@ -124,9 +126,11 @@ fn http_backend(req: &Request<RequestBody<Full<Bytes>>>) -> Result<Response<Test
             .body(body(MockBody::new().data("hello")))
             .map_err(BoxError::from)
     };
+    // The retry crate's own outcome type, read by the default extractors of both crates.
     let with_retry = |mut rsp: Response<TestBody>, attempts, stopped| {
         rsp.extensions_mut()
-            .insert(RetrySummary { attempts, stopped });
+            .insert(RetryOutcome { attempts, stopped });
+        rsp.extensions_mut().insert(BackendName::from("svc-a"));
         rsp
     };
     match req.uri().path() {
@@ -136,8 +140,17 @@ fn http_backend(req: &Request<RequestBody<Full<Bytes>>>) -> Result<Response<Test
         "/reset" => Err(h2::Error::from(h2::Reason::REFUSED_STREAM).into()),
         "/cancel" => Ok(Response::new(body(MockBody::new().data("part").hang()))),
         "/retried" => Ok(with_retry(ok(200)?, 3, None)),
-        "/limit" => Ok(with_retry(ok(503)?, 2, Some(RetryStopKind::LimitExceeded))),
-        "/overflow" => Ok(with_retry(ok(503)?, 1, Some(RetryStopKind::Overflow))),
+        "/limit" => Ok(with_retry(ok(503)?, 2, Some(RetryStop::DeadlinePassed))),
+        "/overflow" => Ok(with_retry(ok(503)?, 1, Some(RetryStop::BudgetExhausted))),
+        "/summary" => {
+            // Another retry layer's summary, read by the metrics' default extractor only.
+            let mut rsp = ok(200)?;
+            rsp.extensions_mut().insert(RetrySummary {
+                attempts: 1,
+                stopped: Some(RetryStopKind::Overflow),
+            });
+            Ok(rsp)
+        }
         _ => ok(404),
     }
 }
@@ -166,19 +179,15 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
     config.dropped = metrics.access_log_dropped.cell().clone();
     let writer =
         AccessLogWriter::spawn(Output::Writer(Box::new(lines.clone())), config).expect("spawn");
-    let attempts = |ext: &http::Extensions| ResponseInfo {
-        attempts: ext.get::<RetrySummary>().map(|r| r.attempts),
-        ..ResponseInfo::default()
-    };
 
     let http = ServiceBuilder::new()
-        .layer(AccessLogLayer::new(writer.clone()).with_extract(attempts))
+        .layer(AccessLogLayer::new(writer.clone()))
         .layer(ClassifyLayer::default())
         .layer(metrics.http.route_layer("web"))
         .layer(metrics.http.backend_layer("web", "svc-a"))
         .service(service_fn(|req| async move { http_backend(&req) }));
     let grpc = ServiceBuilder::new()
-        .layer(AccessLogLayer::new(writer.clone()).with_extract(attempts))
+        .layer(AccessLogLayer::new(writer.clone()))
         .layer(ClassifyLayer::default())
         .layer(metrics.grpc.route_layer("grpc-svc"))
         .service(service_fn(|req| async move { grpc_backend(&req) }));
@@ -226,6 +235,7 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
         "/retried",
         "/limit",
         "/overflow",
+        "/summary",
     ] {
         let rsp = http.clone().oneshot(get(path)).await.expect("response");
         rsp.into_body().collect().await.expect("body");
@@ -281,7 +291,7 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
         ]
     };
     let expect = [
-        (web("200", ""), 4.0, "3 /ok + /retried"),
+        (web("200", ""), 5.0, "3 /ok + /retried + /summary"),
         (web("500", ""), 2.0, "/fail"),
         (web("503", ""), 2.0, "/limit and /overflow"),
         (
@@ -307,7 +317,7 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
         s.matching(statuses, &[]).collect::<Vec<_>>()
     );
     let total: f64 = expect.iter().map(|e| e.1).sum();
-    assert_eq!(total, 12.0, "each of the 12 requests recorded exactly once");
+    assert_eq!(total, 13.0, "each of the 13 requests recorded exactly once");
     assert_eq!(
         s.get(
             "outbound_http_route_request_duration_seconds_count",
@@ -326,14 +336,14 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
     let backend = [("route_name", "web"), ("backend_name", "svc-a")];
     assert_eq!(
         s.get("outbound_http_route_backend_requests_total", &backend),
-        Some(12.0)
+        Some(13.0)
     );
     assert_eq!(
         s.sum(
             "outbound_http_route_backend_response_statuses_total",
             &backend
         ),
-        12.0,
+        13.0,
         "backend statuses once per request"
     );
     assert_eq!(
@@ -341,7 +351,7 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
             "outbound_http_route_backend_response_duration_seconds_count",
             &backend
         ),
-        Some(12.0)
+        Some(13.0)
     );
 
     let route = [("route_name", "web")];
@@ -359,7 +369,8 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
     );
     assert_eq!(
         s.get("outbound_http_route_retry_overflow_total", &route),
-        Some(1.0)
+        Some(2.0),
+        "budget exhausted (RetryOutcome) and a RetrySummary overflow"
     );
 
     let g = |grpc: &'static str, error: &'static str| {
