@@ -432,9 +432,18 @@ async fn known_traffic_gives_exact_samples_and_matches_the_access_log() {
         .collect();
     assert_eq!(
         records.len(),
-        15,
-        "12 HTTP (one cancelled before headers) + 3 gRPC lines"
+        16,
+        "13 HTTP (one cancelled before headers) + 3 gRPC lines"
     );
+    let limit = records
+        .iter()
+        .find(|v| v["uri"] == "/limit")
+        .expect("the /limit line");
+    assert_eq!(
+        limit["backend"], "svc-a",
+        "the access log reads BackendName by default"
+    );
+    assert_eq!(limit["attempts"], 2, "and RetryOutcome");
     let web_records: Vec<&Value> = records
         .iter()
         .filter(|v| !v["uri"].as_str().unwrap_or("").starts_with("/pkg"))
