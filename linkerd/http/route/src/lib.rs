@@ -59,7 +59,7 @@
 //! # Configuration
 //!
 //! Built in code (the types of this crate) or, with the `serde` feature, deserialized from the
-//! YAML of DESIGN.md section 4 ([`config`]): [`config::RoutesConfig::compile`] validates and
+//! YAML of DESIGN.md section 4 (module `config`): `config::RoutesConfig::compile` validates and
 //! reports every error with its field path (`routes[0].rules[1].backendRefs[0].name`).
 //!
 //! # Errors
