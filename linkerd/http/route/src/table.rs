@@ -502,18 +502,16 @@ impl<P> RouteTable<P> {
                         headers: dedup_headers(&m.headers),
                         query: dedup_query(&m.query_params),
                     });
-                    for bucket in table.http.buckets_mut(&hosts) {
-                        let c = &table.http_cands[cand as usize];
-                        match &c.path {
-                            PathMatch::Exact(p) => {
-                                bucket.exact.entry(Box::from(&**p)).or_default().push(cand);
-                            }
-                            PathMatch::Prefix(p) => {
-                                bucket.prefix.entry(Box::from(&**p)).or_default().push(cand);
-                            }
-                            PathMatch::Regex(_) => bucket.regex.push(cand),
+                    let c = &table.http_cands[cand as usize];
+                    table.http.for_buckets_mut(&hosts, |bucket| match &c.path {
+                        PathMatch::Exact(p) => {
+                            bucket.exact.entry(Box::from(&**p)).or_default().push(cand);
                         }
-                    }
+                        PathMatch::Prefix(p) => {
+                            bucket.prefix.entry(Box::from(&**p)).or_default().push(cand);
+                        }
+                        PathMatch::Regex(_) => bucket.regex.push(cand),
+                    });
                 }
                 table.rules.push(Arc::new(Rule {
                     route_name: route.name.clone(),
@@ -560,8 +558,9 @@ impl<P> RouteTable<P> {
                         method: m.method.clone(),
                         headers: dedup_headers(&m.headers),
                     });
-                    for bucket in table.grpc.buckets_mut(&hosts) {
-                        match (&m.service, &m.method) {
+                    table
+                        .grpc
+                        .for_buckets_mut(&hosts, |bucket| match (&m.service, &m.method) {
                             (Some(GrpcNameMatch::Exact(s)), Some(GrpcNameMatch::Exact(me))) => {
                                 bucket
                                     .full
@@ -575,8 +574,7 @@ impl<P> RouteTable<P> {
                                 .or_default()
                                 .push(cand),
                             _ => bucket.rest.push(cand),
-                        }
-                    }
+                        });
                 }
                 table.rules.push(Arc::new(Rule {
                     route_name: route.name.clone(),
@@ -776,38 +774,22 @@ impl<B> Default for HostIndex<B> {
 }
 
 impl<B: Default> HostIndex<B> {
-    /// The buckets a route with `hosts` lands in (deduplicated per route).
-    fn buckets_mut(&mut self, hosts: &[Hostname]) -> Vec<&mut B> {
+    /// Calls `f` on each bucket a route with `hosts` lands in (once per distinct hostname).
+    fn for_buckets_mut(&mut self, hosts: &[Hostname], mut f: impl FnMut(&mut B)) {
         if hosts.is_empty() {
-            return vec![self.any.get_or_insert_with(B::default)];
+            f(self.any.get_or_insert_with(B::default));
+            return;
         }
-        let mut exact: Vec<&str> = Vec::new();
-        let mut wild: Vec<&str> = Vec::new();
-        for h in hosts {
-            match h {
-                Hostname::Exact(h) if !exact.contains(&&**h) => exact.push(h),
-                Hostname::Wildcard(h) if !wild.contains(&&**h) => wild.push(h),
-                _ => {}
+        for (i, h) in hosts.iter().enumerate() {
+            if hosts[..i].contains(h) {
+                continue;
             }
+            let (map, key) = match h {
+                Hostname::Exact(k) => (&mut self.exact, k),
+                Hostname::Wildcard(k) => (&mut self.wildcard, k),
+            };
+            f(map.entry(Box::from(&**key)).or_default());
         }
-        for h in &exact {
-            self.exact.entry(Box::from(*h)).or_default();
-        }
-        for h in &wild {
-            self.wildcard.entry(Box::from(*h)).or_default();
-        }
-        let mut out = Vec::new();
-        for (k, b) in &mut self.exact {
-            if exact.contains(&&**k) {
-                out.push(b);
-            }
-        }
-        for (k, b) in &mut self.wildcard {
-            if wild.contains(&&**k) {
-                out.push(b);
-            }
-        }
-        out
     }
 }
 
