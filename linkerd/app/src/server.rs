@@ -1,7 +1,7 @@
 //! The server edge (DESIGN.md section 3 step 1): accept, bounded protocol detection, one hyper
 //! connection serving HTTP/1.1 or h2c, the response normaliser, graceful shutdown.
 
-use crate::BoxBody;
+use crate::{BoxBody, BoxError};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -11,9 +11,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use std::{
-    convert::Infallible,
     future::Future,
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -24,37 +22,21 @@ use tower::{Service, ServiceExt};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The client's address (request extension written by the server edge).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
+pub use linkerd_http_access_log::ClientAddr;
 
 /// Settings of the server edge.
 #[derive(Clone, Debug)]
 pub struct ServerParams {
     /// Bounds protocol detection and each HTTP/1.1 request head.
     pub header_read_timeout: Duration,
-    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
-    pub max_concurrent_streams: Option<u32>,
-    /// Adaptive HTTP/2 flow-control windows.
-    pub adaptive_window: bool,
-    /// HTTP/2 keep-alive PING interval.
-    pub keep_alive_interval: Option<Duration>,
-    /// HTTP/2 keep-alive PING timeout.
-    pub keep_alive_timeout: Duration,
+    /// HTTP/2 settings (validated: `apply_to_auto` must succeed).
+    pub h2: linkerd_http_h2::ServerSettings,
 }
 
-/// Observes connections opening and closing (for `http_server_connections_open`).
-pub trait ConnectionObserver: Send + Sync + 'static {
-    /// A connection was detected as `http1` or `http2`.
-    fn opened(&self, protocol: &'static str);
-    /// That connection closed.
-    fn closed(&self, protocol: &'static str);
-}
-
-impl ConnectionObserver for () {
-    fn opened(&self, _: &'static str) {}
-    fn closed(&self, _: &'static str) {}
-}
+/// Called when a connection is detected as `"http1"` or `"http2"`; the guard it returns is
+/// dropped when the connection closes (for `http_server_connections_open`).
+pub type ConnectionObserver =
+    Arc<dyn Fn(&'static str) -> Box<dyn std::any::Any + Send> + Send + Sync>;
 
 /// Accepts connections on `listener` and serves them with `svc` until `shutdown` resolves;
 /// then stops accepting (closing the listener), asks every connection to finish (HTTP/2
@@ -63,11 +45,11 @@ pub async fn serve<S>(
     listener: TcpListener,
     svc: S,
     params: ServerParams,
-    observer: Arc<dyn ConnectionObserver>,
+    observer: ConnectionObserver,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = BoxError>
         + Clone
         + Send
         + 'static,
@@ -98,7 +80,7 @@ pub async fn serve<S>(
                 tracing::debug!(%peer, "protocol detection timed out or failed");
                 return;
             };
-            observer.opened(protocol);
+            let guard = observer(protocol);
             let svc = Normalize {
                 inner: svc,
                 client: ClientAddr(peer),
@@ -114,23 +96,18 @@ pub async fn serve<S>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(params.header_read_timeout)
                 .keep_alive(true);
-            {
-                let mut h2 = builder.http2();
-                h2.timer(TokioTimer::new())
-                    .enable_connect_protocol()
-                    .max_concurrent_streams(params.max_concurrent_streams.unwrap_or(1000))
-                    .adaptive_window(params.adaptive_window)
-                    .keep_alive_interval(params.keep_alive_interval)
-                    .keep_alive_timeout(params.keep_alive_timeout)
-                    .max_pending_accept_reset_streams(Some(100))
-                    .max_local_error_reset_streams(Some(1024));
+            if let Err(error) = params.h2.apply_to_auto(&mut builder) {
+                tracing::error!(%error, "invalid HTTP/2 settings");
+                drop(guard);
+                return;
             }
+            builder.http2().timer(TokioTimer::new());
             let hyper_svc = hyper_util::service::TowerToHyperService::new(svc);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
             if let Err(error) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
-            observer.closed(protocol);
+            drop(guard);
         });
     }
     drop(listener);
@@ -173,17 +150,17 @@ struct Normalize<S> {
 
 impl<S> Service<Request<Incoming>> for Normalize<S>
 where
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = BoxError>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<BoxBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 

@@ -261,9 +261,9 @@ impl Config {
         let access_log: AccessLogConfig =
             section(&doc, "accessLog", &mut errors).unwrap_or_default();
         let server: ServerConfig = section(&doc, "server", &mut errors).unwrap_or_default();
-        let backends: Vec<BackendConfig> = list(&doc, "backends", &mut errors);
+        let indexed: Vec<(usize, BackendConfig)> = list(&doc, "backends", &mut errors);
         let mut names = HashSet::new();
-        for (i, b) in backends.iter().enumerate() {
+        for (i, b) in &indexed {
             let at = format!("backends[{i}]");
             if !names.insert(b.name.clone()) {
                 errors.push(doc.error_at(
@@ -292,6 +292,7 @@ impl Config {
                 errors.push(doc.error_at(&format!("{at}.queue"), "queue must be at least 1"));
             }
         }
+        let backends: Vec<BackendConfig> = indexed.into_iter().map(|(_, b)| b).collect();
         if let Err(e) = crate::routes::validate_access_log_format(&access_log.format) {
             errors.push(doc.error_at("accessLog.format", e));
         }
@@ -318,8 +319,9 @@ impl Config {
 
     /// A one-paragraph summary, printed by `--check`.
     pub fn summary(&self) -> String {
-        let rules: usize = self.routes.iter().map(|r| r.rule_count()).sum();
-        let grpc_rules: usize = self.grpc_routes.iter().map(|r| r.rule_count()).sum();
+        use crate::routes::RuleCount;
+        let rules: usize = self.routes.iter().map(RuleCount::rule_count).sum();
+        let grpc_rules: usize = self.grpc_routes.iter().map(RuleCount::rule_count).sum();
         format!(
             "config ok: listen {}, admin {}, {} backend(s), {} route(s) with {} rule(s), {} gRPC route(s) with {} rule(s), access log {} to {}",
             self.listen,
@@ -357,12 +359,12 @@ fn section<T: serde::de::DeserializeOwned>(
 }
 
 /// Deserializes each entry of an optional top-level list on its own, so every bad entry is
-/// reported.
+/// reported; returns the good entries with their index in the file.
 pub(crate) fn list<T: serde::de::DeserializeOwned>(
     doc: &Document<'_>,
     key: &str,
     errors: &mut Vec<ConfigError>,
-) -> Vec<T> {
+) -> Vec<(usize, T)> {
     let Some(node) = doc.node(key) else {
         return vec![];
     };
@@ -372,7 +374,7 @@ pub(crate) fn list<T: serde::de::DeserializeOwned>(
     };
     (0..seq.len())
         .filter_map(|i| match doc.deserialize(&format!("{key}[{i}]")) {
-            Ok(v) => Some(v),
+            Ok(v) => Some((i, v)),
             Err(e) => {
                 errors.push(e);
                 None

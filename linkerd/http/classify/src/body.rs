@@ -1,5 +1,6 @@
-use crate::{Class, ClassifyEos};
+use crate::{BoxError, Class, ClassifyEos};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, combinators::MapErr};
 use linkerd_http_body_eos::{Eos, EosBody, OnEos};
 use std::{
     pin::Pin,
@@ -19,17 +20,15 @@ pin_project_lite::pin_project! {
     /// A response body that classifies the end of its stream and stores the [`Class`] in a
     /// [`FinalClass`].
     ///
-    /// Forwards `is_end_stream` and `size_hint` of the inner body.
-    #[derive(Debug)]
+    /// Forwards `is_end_stream` and `size_hint` of the inner body. Its errors are the inner
+    /// body's, boxed.
     pub struct ClassifyBody<B, C>
     where
         B: Body,
-        B::Error: std::error::Error,
-        B::Error: 'static,
         C: ClassifyEos,
     {
         #[pin]
-        inner: EosBody<B, Record<C>>,
+        inner: EosBody<MapErr<B, fn(B::Error) -> BoxError>, Record<C>>,
     }
 }
 
@@ -59,25 +58,38 @@ impl FinalClass {
 impl<B, C> ClassifyBody<B, C>
 where
     B: Body,
-    B::Error: std::error::Error + 'static,
+    B::Error: Into<BoxError>,
     C: ClassifyEos,
 {
     /// Wraps `inner`; its final class is written to `slot`.
     pub fn new(inner: B, classify: C, slot: FinalClass) -> Self {
+        let boxed: fn(B::Error) -> BoxError = Into::into;
         Self {
-            inner: EosBody::new(inner, Record { classify, slot }),
+            inner: EosBody::new(inner.map_err(boxed), Record { classify, slot }),
         }
+    }
+}
+
+impl<B, C> std::fmt::Debug for ClassifyBody<B, C>
+where
+    B: Body,
+    C: ClassifyEos,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassifyBody")
+            .field("done", &self.inner.is_done())
+            .finish()
     }
 }
 
 impl<B, C> Body for ClassifyBody<B, C>
 where
     B: Body,
-    B::Error: std::error::Error + 'static,
+    B::Error: Into<BoxError>,
     C: ClassifyEos,
 {
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -97,16 +109,12 @@ where
 
 // === impl Record ===
 
-impl<C, E> OnEos<E> for Record<C>
-where
-    C: ClassifyEos,
-    E: std::error::Error + 'static,
-{
-    fn on_eos(self, eos: Eos<'_, E>) {
+impl<C: ClassifyEos> OnEos<BoxError> for Record<C> {
+    fn on_eos(self, eos: Eos<'_, BoxError>) {
         let class = match eos {
             Eos::End => self.classify.eos(None),
             Eos::Trailers(t) => self.classify.eos(Some(t)),
-            Eos::Error(e) => self.classify.error(e),
+            Eos::Error(e) => self.classify.error(&**e),
             Eos::Cancelled => self.classify.cancelled(),
         };
         self.slot.set(class);

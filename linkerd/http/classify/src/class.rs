@@ -178,7 +178,11 @@ impl Class {
 
     /// A failure of kind `error`; `status` is what the client received (`None` for a reset
     /// without a response).
-    pub fn failed(status: Option<StatusCode>, grpc: Option<GrpcCode>, error: ProxyErrorKind) -> Self {
+    pub fn failed(
+        status: Option<StatusCode>,
+        grpc: Option<GrpcCode>,
+        error: ProxyErrorKind,
+    ) -> Self {
         Self {
             http_status: status,
             grpc_status: grpc,

@@ -372,7 +372,9 @@ impl Eq for ProxyError {}
 // === functions ===
 
 /// Iterates over `err` and its `source()` chain.
-pub fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+pub fn chain<'a>(
+    err: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     std::iter::successors(Some(err), |e: &&'a (dyn Error + 'static)| (*e).source())
 }
 

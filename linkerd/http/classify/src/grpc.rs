@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(GrpcCode::from_header(b"0"), Ok(GrpcCode::OK));
         assert_eq!(GrpcCode::from_header(b"99").map(GrpcCode::as_u32), Ok(99));
         for bad in [&b""[..], b"-1", b" 1", b"1a", b"99999999999", b"4294967296"] {
-            assert!(GrpcCode::from_header(bad).is_err(), "{bad:?} must be rejected");
+            assert!(
+                GrpcCode::from_header(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 
@@ -202,7 +205,10 @@ mod tests {
             Ok(GrpcCode::RESOURCE_EXHAUSTED)
         );
         assert_eq!(GrpcCode::from_name("cancelled"), Ok(GrpcCode::CANCELLED));
-        assert_eq!(GrpcCode::from_name("UNAVAILABLE"), Ok(GrpcCode::UNAVAILABLE));
+        assert_eq!(
+            GrpcCode::from_name("UNAVAILABLE"),
+            Ok(GrpcCode::UNAVAILABLE)
+        );
         assert_eq!(GrpcCode::from_name("14"), Ok(GrpcCode::UNAVAILABLE));
         assert!(GrpcCode::from_name("17").is_err());
         assert!(GrpcCode::from_name("nope").is_err());

@@ -1,6 +1,4 @@
-use crate::{
-    Classify, ClassifyBody, ClassifyResponse, DefaultClassify, FinalClass, Protocol,
-};
+use crate::{Classify, ClassifyBody, ClassifyResponse, DefaultClassify, FinalClass, Protocol};
 use http::{Request, Response};
 use http_body::Body;
 use std::{
@@ -91,9 +89,10 @@ where
     S: tower_service::Service<Request<ReqB>, Response = Response<RspB>>,
     C: Classify,
     RspB: Body,
-    RspB::Error: std::error::Error + 'static,
+    RspB::Error: Into<crate::BoxError>,
 {
-    type Response = Response<ClassifyBody<RspB, <C::ClassifyResponse as ClassifyResponse>::ClassifyEos>>;
+    type Response =
+        Response<ClassifyBody<RspB, <C::ClassifyResponse as ClassifyResponse>::ClassifyEos>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, C::ClassifyResponse>;
 
@@ -120,7 +119,7 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     R: ClassifyResponse,
     B: Body,
-    B::Error: std::error::Error + 'static,
+    B::Error: Into<crate::BoxError>,
 {
     type Output = Result<Response<ClassifyBody<B, R::ClassifyEos>>, E>;
 

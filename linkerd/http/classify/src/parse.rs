@@ -31,7 +31,11 @@ pub fn retry_after(
     if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
         return None;
     }
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds still means "a long time": clamp.
         value
@@ -218,7 +222,17 @@ mod tests {
         for (v, d) in cases {
             assert_eq!(parse_grpc_timeout(v.as_bytes()), Ok(d), "{v}");
         }
-        for bad in ["", "S", "1", "123456789S", "1s", "-1S", "1.5S", "1 S", "1SS"] {
+        for bad in [
+            "",
+            "S",
+            "1",
+            "123456789S",
+            "1s",
+            "-1S",
+            "1.5S",
+            "1 S",
+            "1SS",
+        ] {
             assert!(parse_grpc_timeout(bad.as_bytes()).is_err(), "{bad:?}");
         }
     }
@@ -228,7 +242,10 @@ mod tests {
         assert_eq!(encode_grpc_timeout(Duration::from_nanos(5)), "5n");
         assert_eq!(encode_grpc_timeout(Duration::from_millis(1500)), "1500000u");
         assert_eq!(encode_grpc_timeout(Duration::from_secs(100)), "100000m");
-        assert_eq!(encode_grpc_timeout(Duration::from_secs(1_000_000)), "1000000S");
+        assert_eq!(
+            encode_grpc_timeout(Duration::from_secs(1_000_000)),
+            "1000000S"
+        );
         assert_eq!(encode_grpc_timeout(Duration::MAX), "99999999H");
     }
 

@@ -121,7 +121,11 @@ mod tests {
         assert_eq!(rsp.headers()[L5D_PROXY_ERROR], "bad?news 100% ?");
         let rsp: Response<()> = e.to_response(Protocol::Grpc);
         assert_eq!(rsp.headers()["grpc-message"], "bad%0Anews 100%25 %C3%BC");
-        assert_eq!(rsp.headers()["grpc-status"], "14", "503 maps to UNAVAILABLE");
+        assert_eq!(
+            rsp.headers()["grpc-status"],
+            "14",
+            "503 maps to UNAVAILABLE"
+        );
     }
 
     #[test]

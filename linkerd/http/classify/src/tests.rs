@@ -15,7 +15,10 @@ fn grpc_request() -> Request<()> {
 #[test]
 fn detects_protocol() {
     assert_eq!(Protocol::of(&grpc_request()), Protocol::Grpc);
-    let h2 = Request::builder().version(http::Version::HTTP_2).body(()).unwrap();
+    let h2 = Request::builder()
+        .version(http::Version::HTTP_2)
+        .body(())
+        .unwrap();
     assert_eq!(Protocol::of(&h2), Protocol::Http2);
     assert_eq!(Protocol::of(&Request::new(())), Protocol::Http1);
     let web = Request::builder()
@@ -37,7 +40,10 @@ fn grpc_trailers() {
     t.insert("grpc-status", HeaderValue::from_static("0"));
     assert!(eos.clone().eos(Some(&t)).is_success());
     let missing = eos.eos(None);
-    assert!(!missing.is_success(), "a gRPC response without grpc-status failed");
+    assert!(
+        !missing.is_success(),
+        "a gRPC response without grpc-status failed"
+    );
     assert_eq!(missing.grpc_status(), None);
 }
 
@@ -47,7 +53,10 @@ fn grpc_non_200_mapped() {
     let rsp = Response::builder().status(404).body(()).unwrap();
     let class = c.start(&rsp).eos(None);
     assert_eq!(class.grpc_status(), Some(GrpcCode::UNIMPLEMENTED));
-    assert!(class.is_success(), "UNIMPLEMENTED is not a failure code by default");
+    assert!(
+        class.is_success(),
+        "UNIMPLEMENTED is not a failure code by default"
+    );
 }
 
 #[test]

@@ -360,18 +360,18 @@ impl<B: Body, L: Clone + Hash + Eq, X> ResponseBody<B, L, X> {
 impl<B, L, X> Body for ResponseBody<B, L, X>
 where
     B: Body,
-    B::Error: std::error::Error + 'static,
+    B::Error: Into<BoxError>,
     L: Clone + Hash + Eq,
 {
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let frame = ready!(this.inner.as_mut().poll_frame(cx)).map(|r| r.map_err(Into::into));
         if this.state.is_none() {
             return Poll::Ready(frame);
         }
@@ -391,7 +391,7 @@ where
         } else if let Some(Err(e)) = &frame
             && let Some(s) = this.state.take()
         {
-            let class = s.eos.error(e);
+            let class = s.eos.error(&**e);
             s.done.finish(&class, s.retry);
         }
         Poll::Ready(frame)

@@ -31,21 +31,30 @@ fn proxy_error_in_chain_wins() {
     );
     assert_eq!(e.http_status(), 504);
     assert_eq!(e.label(), "IDLE_TIMEOUT");
-    let reason = find_h2_reason(&Wrapper(Box::new(ProxyError::idle_timeout().with_source(
-        h2::Error::from(h2::Reason::CANCEL),
-    ))));
-    assert_eq!(reason, Some(h2::Reason::CANCEL), "hyper can still find CANCEL");
+    let reason = find_h2_reason(&Wrapper(Box::new(
+        ProxyError::idle_timeout().with_source(h2::Error::from(h2::Reason::CANCEL)),
+    )));
+    assert_eq!(
+        reason,
+        Some(h2::Reason::CANCEL),
+        "hyper can still find CANCEL"
+    );
 }
 
 #[test]
 fn timeouts_before_resets() {
-    let e = map(Wrapper(Box::new(io::Error::new(io::ErrorKind::TimedOut, "slow"))));
+    let e = map(Wrapper(Box::new(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "slow",
+    ))));
     assert_eq!(e.kind(), ProxyErrorKind::BackendRequestTimeout);
 }
 
 #[test]
 fn resets() {
-    let e = map(Wrapper(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM))));
+    let e = map(Wrapper(Box::new(h2::Error::from(
+        h2::Reason::REFUSED_STREAM,
+    ))));
     assert_eq!(e.kind(), ProxyErrorKind::Reset(h2::Reason::REFUSED_STREAM));
     assert_eq!(e.message(), "upstream reset (REFUSED_STREAM)");
     assert_eq!(e.http_status(), 502);
@@ -61,7 +70,12 @@ fn resets() {
 #[test]
 fn reset_reason_table() {
     use h2::Reason as R;
-    for r in [R::CANCEL, R::REFUSED_STREAM, R::ENHANCE_YOUR_CALM, R::INTERNAL_ERROR] {
+    for r in [
+        R::CANCEL,
+        R::REFUSED_STREAM,
+        R::ENHANCE_YOUR_CALM,
+        R::INTERNAL_ERROR,
+    ] {
         assert_eq!(client_reset_reason(r), r, "{r:?} is forwarded");
     }
     for r in [
@@ -105,8 +119,20 @@ fn internal_otherwise() {
 fn table_of_section_5() {
     let rows: [(ProxyError, u16, u32, &str, &str); 10] = [
         (ProxyError::no_route(), 404, 12, "no route", "NO_ROUTE"),
-        (ProxyError::no_backends(), 500, 13, "no backends", "NO_BACKENDS"),
-        (ProxyError::request_timeout(), 504, 4, "request timeout", "REQUEST_TIMEOUT"),
+        (
+            ProxyError::no_backends(),
+            500,
+            13,
+            "no backends",
+            "NO_BACKENDS",
+        ),
+        (
+            ProxyError::request_timeout(),
+            504,
+            4,
+            "request timeout",
+            "REQUEST_TIMEOUT",
+        ),
         (
             ProxyError::backend_request_timeout(),
             504,
@@ -121,7 +147,13 @@ fn table_of_section_5() {
             "response headers timeout",
             "RESPONSE_HEADERS_TIMEOUT",
         ),
-        (ProxyError::connect_failed(), 502, 14, "connect failed", "CONNECT_FAILED"),
+        (
+            ProxyError::connect_failed(),
+            502,
+            14,
+            "connect failed",
+            "CONNECT_FAILED",
+        ),
         (
             ProxyError::upstream_cannot_tunnel(),
             502,
@@ -129,9 +161,21 @@ fn table_of_section_5() {
             "upstream cannot tunnel",
             "UNAVAILABLE",
         ),
-        (ProxyError::no_endpoints(), 503, 14, "no endpoints", "NO_ENDPOINTS"),
+        (
+            ProxyError::no_endpoints(),
+            503,
+            14,
+            "no endpoints",
+            "NO_ENDPOINTS",
+        ),
         (ProxyError::load_shed(), 503, 14, "unavailable", "LOAD_SHED"),
-        (ProxyError::internal(), 500, 13, "internal error", "INTERNAL"),
+        (
+            ProxyError::internal(),
+            500,
+            13,
+            "internal error",
+            "INTERNAL",
+        ),
     ];
     for (e, status, grpc, msg, label) in rows {
         assert_eq!(e.http_status(), status, "{msg}");
@@ -140,7 +184,10 @@ fn table_of_section_5() {
         assert_eq!(e.label(), label, "{msg}");
     }
     let e = ProxyError::bad_request("no host");
-    assert_eq!((e.http_status().as_u16(), e.message()), (400, "bad request: no host"));
+    assert_eq!(
+        (e.http_status().as_u16(), e.message()),
+        (400, "bad request: no host")
+    );
     assert_eq!(e.grpc_code(), GrpcCode::INVALID_ARGUMENT);
     let e = ProxyError::injected(http::StatusCode::SERVICE_UNAVAILABLE, None, None);
     assert_eq!(e.message(), "injected failure");

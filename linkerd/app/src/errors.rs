@@ -1,0 +1,100 @@
+//! Error mapping (DESIGN.md section 5): turns every error of the inner stack into the answer the
+//! client receives — a synthetic response in the client's form (plain HTTP with
+//! `l5d-proxy-error`, or gRPC trailers-only) — except an upstream reset, which an HTTP/2 client
+//! receives as a reset with the reason table's code.
+
+use crate::{BoxBody, BoxError};
+use http::{Request, Response, Version};
+use linkerd_http_classify::{Protocol, ProxyError, to_proxy_error};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tower::{Layer, Service};
+
+/// The error-mapping layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorMapLayer;
+
+/// The error-mapping service.
+#[derive(Clone, Debug)]
+pub struct ErrorMap<S> {
+    inner: S,
+}
+
+/// The error returned to hyper for an upstream reset on an HTTP/2 connection: its `source()`
+/// chain holds the `ProxyError` (for metrics and logs) and then `h2::Error::from(reason)`, which
+/// hyper uses to reset the client's stream.
+#[derive(Debug)]
+pub struct ResetStream(ProxyError);
+
+impl<S> Layer<S> for ErrorMapLayer {
+    type Service = ErrorMap<S>;
+
+    fn layer(&self, inner: S) -> ErrorMap<S> {
+        ErrorMap { inner }
+    }
+}
+
+impl<S, B> Service<Request<B>> for ErrorMap<S>
+where
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let protocol = req
+            .extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or_else(|| Protocol::of(&req));
+        let h2 = req.version() == Version::HTTP_2;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match fut.await {
+                Ok(rsp) => Ok(rsp),
+                Err(error) => map_error(&*error, protocol, h2),
+            }
+        })
+    }
+}
+
+/// The answer for `error` to a client of `protocol` (`h2`: the client speaks HTTP/2).
+///
+/// # Errors
+/// An upstream reset for an HTTP/2 client: a [`ResetStream`] error, so hyper resets the stream.
+pub fn map_error(
+    error: &(dyn std::error::Error + 'static),
+    protocol: Protocol,
+    h2: bool,
+) -> Result<Response<BoxBody>, BoxError> {
+    let proxy_error = to_proxy_error(error);
+    if h2 && let Some(reason) = proxy_error.h2_reset_reason() {
+        tracing::debug!(%error, ?reason, "resetting the client's stream");
+        let with_reason = proxy_error.with_source(h2::Error::from(reason));
+        return Err(Box::new(ResetStream(with_reason)));
+    }
+    tracing::debug!(%error, status = %proxy_error.http_status(), "answering with a proxy error");
+    Ok(proxy_error.to_response(protocol))
+}
+
+impl fmt::Display for ResetStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream reset: {}", self.0)
+    }
+}
+
+impl std::error::Error for ResetStream {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}

@@ -1,0 +1,335 @@
+//! Builds the proxy's service stack from a validated config (DESIGN.md section 3):
+//!
+//! access-log -> classify -> error mapping -> upgrade -> router (filters, redirects, injected
+//! failures) -> per rule: route metrics -> stream timeouts -> retry -> weighted split -> per
+//! backend: backend metrics -> HTTP/2 reset mapping -> backend (load shed -> queue -> fail-fast
+//! -> p2c -> endpoints).
+
+use crate::{
+    BoxBody, BoxError,
+    backend::{BackendHandle, BackendParams, Discovery, EndpointParams, SystemResolver},
+    config::{BackendConfig, BackendProtocol, Config},
+    errors::ErrorMapLayer,
+};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use linkerd_exp_backoff::ExponentialBackoff;
+use linkerd_http_access_log::{AccessLogLayer, AccessLogWriter};
+use linkerd_http_classify::{ClassifyLayer, ProxyError, StatusRanges};
+use linkerd_http_metrics::Metrics;
+use linkerd_http_retry::{Budget, GrpcCodes, RetryLayer, RetryPolicy};
+use linkerd_http_route::{
+    BackendName, MirrorBody, MirrorConfig, MirrorService, RouteLayer, RouteTable, Rule, SharedRng,
+    WeightedSplit,
+    config::{CompiledRoutes, RuleExtensions},
+};
+use linkerd_http_stream_timeouts::{StreamTimeouts, StreamTimeoutsLayer};
+use linkerd_http_upgrade::{Tunnels, UpgradeLayer};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tower::{
+    Layer, Service, ServiceBuilder, ServiceExt,
+    util::{BoxCloneService, BoxCloneSyncService},
+};
+
+/// The proxy's whole service, as the server edge calls it.
+pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, BoxError>;
+
+/// A per-rule or per-backend service.
+type Inner<B> = BoxCloneSyncService<Request<B>, Response<BoxBody>, BoxError>;
+
+/// Everything built from a config.
+#[derive(Debug)]
+pub struct Built {
+    /// The service.
+    pub service: ProxyService,
+    /// Open tunnels, for graceful shutdown.
+    pub tunnels: Tunnels,
+    /// The backends, by name (for the endpoint gauges).
+    pub backends: Vec<(Arc<str>, BackendHandle)>,
+}
+
+/// Builds the stack. Must run inside a tokio runtime (backends start their tasks).
+pub fn build(
+    config: &Config,
+    routes: &CompiledRoutes,
+    metrics: &Arc<Metrics>,
+    access_log: AccessLogWriter,
+) -> Result<Built, String> {
+    let backends: HashMap<String, BackendHandle> = config
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), backend(b)))
+        .collect();
+
+    let http = routes.http.to_vec();
+    let grpc = routes.grpc.to_vec();
+    let table = RouteTable::new(http, grpc).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+
+    let mirror = MirrorService::spawn(
+        MirrorTarget {
+            backends: Arc::new(backends.clone()),
+        },
+        &MirrorConfig::default(),
+    );
+
+    let rng = SharedRng::from_entropy();
+    let make_metrics = metrics.clone();
+    let make_backends = backends.clone();
+    let split_rng = rng.clone();
+    let router = RouteLayer::new(table)
+        .with_listen_port(config.listen.port())
+        .with_mirror(mirror)
+        .with_rng(rng)
+        .layer(move |rule: &Rule<RuleExtensions>| {
+            rule_stack(rule, &make_metrics, &make_backends, &split_rng)
+        });
+
+    let tunnels = Tunnels::new();
+    let service = ServiceBuilder::new()
+        .map_response(|rsp: Response<_>| rsp.map(box_body))
+        .layer(AccessLogLayer::new(access_log))
+        .layer(ClassifyLayer::default())
+        .map_response(|rsp: Response<_>| rsp.map(box_body))
+        .layer(ErrorMapLayer)
+        .layer(UpgradeLayer::new(tunnels.clone()))
+        .map_request(|req: Request<_>| req.map(box_body))
+        .map_response(|rsp: Response<_>| rsp.map(box_body))
+        .service(router);
+    Ok(Built {
+        service: BoxCloneService::new(service),
+        tunnels,
+        backends: backends
+            .into_iter()
+            .map(|(name, b)| (Arc::<str>::from(name), b))
+            .collect(),
+    })
+}
+
+/// Boxes any body into the stack's body type.
+pub fn box_body<B>(body: B) -> BoxBody
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+fn backend(b: &BackendConfig) -> BackendHandle {
+    let params = BackendParams {
+        name: b.name.clone(),
+        endpoint: EndpointParams {
+            http2: b.protocol == BackendProtocol::Http2,
+            connect_timeout: b.connect_timeout(),
+            backoff: ExponentialBackoff::try_new(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                0.5,
+            )
+            .expect("constant backoff bounds are valid"),
+            max_idle: 256,
+        },
+        fail_fast: b.fail_fast(),
+        queue: b.queue(),
+    };
+    let discovery = match (&b.endpoints, &b.dns) {
+        (_, Some(dns)) => Discovery::Dns {
+            target: dns.clone(),
+            refresh: b.dns_refresh(),
+            resolver: Arc::new(SystemResolver),
+        },
+        (Some(endpoints), None) => Discovery::Static(endpoints.clone()),
+        (None, None) => Discovery::Static(vec![]),
+    };
+    BackendHandle::new(&params, discovery)
+}
+
+/// The per-rule stack: route metrics -> stream timeouts -> (per-try timeout) -> retry ->
+/// weighted split over the rule's backends.
+fn rule_stack(
+    rule: &Rule<RuleExtensions>,
+    metrics: &Arc<Metrics>,
+    backends: &HashMap<String, BackendHandle>,
+    rng: &SharedRng,
+) -> Inner<MirrorBody<BoxBody>> {
+    let route_name = rule.route_name().clone();
+    let families = metrics.route_families(rule.is_grpc());
+    let policy = rule.policy();
+
+    let split_backends: Vec<(BackendName, u32, Inner<BoxBody>)> = rule
+        .backends()
+        .iter()
+        .filter_map(|r| {
+            let handle = backends.get(r.name.as_str())?.clone();
+            let svc = ServiceBuilder::new()
+                .map_response(|rsp: Response<_>| rsp.map(box_body))
+                .layer(families.backend_layer(route_name.clone(), r.name.as_str()))
+                .layer(linkerd_http_h2::H2ResetLayer::with_hook(ResetHook(
+                    metrics.clone(),
+                )))
+                .service(handle);
+            Some((r.name.clone(), r.weight, BoxCloneSyncService::new(svc)))
+        })
+        .collect();
+    let split: Inner<BoxBody> = match WeightedSplit::new(split_backends, rng.clone()) {
+        Ok(split) => BoxCloneSyncService::new(split),
+        // The router answers rules without backends itself; this is never called.
+        Err(_) => BoxCloneSyncService::new(tower::service_fn(|_req: Request<BoxBody>| async {
+            Err::<Response<BoxBody>, BoxError>(ProxyError::no_backends().into())
+        })),
+    };
+
+    let timeouts = policy.timeouts.clone().unwrap_or_default();
+    let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+    let backend_request = nonzero(timeouts.backend_request);
+    let mut stream = StreamTimeouts::default();
+    stream.lifetime = nonzero(timeouts.request);
+    if let Some(st) = &policy.stream_timeouts {
+        stream.response_headers = nonzero(st.response_headers);
+        stream.response_end = nonzero(st.response);
+        stream.idle = nonzero(st.idle);
+    }
+
+    let retry = policy.retry.as_ref().map(|r| {
+        let mut p = RetryPolicy::default();
+        p.max_retries = r.attempts.unwrap_or(1);
+        p.codes = r.http_codes.iter().fold(StatusRanges::empty(), |s, c| {
+            s.with_range(c.as_u16(), c.as_u16())
+        });
+        p.grpc_codes = r.grpc_codes.iter().copied().collect::<GrpcCodes>();
+        let min = r.backoff.unwrap_or(Duration::from_millis(25));
+        let max = r.max_backoff.unwrap_or(Duration::from_millis(250)).max(min);
+        if let Ok(b) = ExponentialBackoff::try_new(min, max, 0.5) {
+            p.backoff = b;
+        }
+        if let Some(n) = r.max_request_bytes {
+            p.max_request_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        p.per_try_timeout = backend_request;
+        if r.budget_ratio.is_some() || r.budget_min_per_second.is_some() {
+            let ratio = r.budget_ratio.unwrap_or(0.2);
+            let min = r.budget_min_per_second.unwrap_or(10);
+            p.budget = Budget::new(ratio, min).ok().map(Arc::new);
+        }
+        p
+    });
+
+    let attempt: Inner<BoxBody> = match (&retry, backend_request) {
+        (None, Some(timeout)) => BoxCloneSyncService::new(AttemptTimeout {
+            inner: split,
+            timeout,
+        }),
+        _ => split,
+    };
+    let retried: Inner<BoxBody> = match retry {
+        Some(policy) => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .map_request(move |mut req: Request<BoxBody>| {
+                    req.extensions_mut().insert(policy.clone());
+                    req
+                })
+                .map_response(|rsp: Response<_>| rsp.map(box_body))
+                .layer(RetryLayer::new())
+                .map_request(|req: Request<_>| req.map(box_body))
+                .service(attempt),
+        ),
+        None => attempt,
+    };
+
+    let svc = ServiceBuilder::new()
+        .map_response(|rsp: Response<_>| rsp.map(box_body))
+        .layer(families.route_layer(route_name))
+        .map_response(|rsp: Response<_>| rsp.map(box_body))
+        .layer(StreamTimeoutsLayer::new(stream))
+        .map_request(|req: Request<_>| req.map(box_body))
+        .service(retried);
+    BoxCloneSyncService::new(svc)
+}
+
+/// Records HTTP/2 resets in `http_stream_resets_total`.
+#[derive(Clone, Debug)]
+struct ResetHook(Arc<Metrics>);
+
+impl linkerd_http_h2::OnReset for ResetHook {
+    fn on_reset(&self, direction: linkerd_http_h2::ResetDirection, reason: h2::Reason) {
+        let d = match direction {
+            linkerd_http_h2::ResetDirection::Inbound => linkerd_http_prom::Direction::Inbound,
+            linkerd_http_h2::ResetDirection::Outbound => linkerd_http_prom::Direction::Outbound,
+        };
+        self.0.record_reset(d, reason);
+    }
+}
+
+/// `timeouts.backendRequest` without a retry block: bounds the attempt until its response
+/// headers with 504 `backend request timeout`.
+#[derive(Clone)]
+struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<Request<BoxBody>> for AttemptTimeout<S>
+where
+    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+        let fut = tokio::time::timeout(self.timeout, self.inner.call(req));
+        Box::pin(futures_util::FutureExt::map(fut, |r| match r {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::backend_request_timeout()
+                .with_source(h2::Error::from(h2::Reason::CANCEL))
+                .into()),
+        }))
+    }
+}
+
+/// Sends mirrored requests to the backend their `BackendName` extension names.
+#[derive(Clone)]
+struct MirrorTarget {
+    backends: Arc<HashMap<String, BackendHandle>>,
+}
+
+impl Service<Request<linkerd_http_route::MirrorRequestBody>> for MirrorTarget {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<linkerd_http_route::MirrorRequestBody>) -> Self::Future {
+        let backend = req
+            .extensions()
+            .get::<BackendName>()
+            .and_then(|name| self.backends.get(name.as_str()))
+            .cloned();
+        let req = req.map(box_body);
+        match backend {
+            Some(b) => Box::pin(b.oneshot(req)),
+            None => Box::pin(std::future::ready(Err(ProxyError::no_backends().into()))),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Golden tests for config errors: each names the file, line, column and field path.
+
+use linkerd_app::config::{Config, ConfigError};
+use std::path::Path;
+
+fn errors(yaml: &str) -> Vec<ConfigError> {
+    Config::from_yaml(Path::new("proxy.yaml"), yaml)
+        .expect_err("the config must be rejected")
+        .0
+}
+
+fn one(yaml: &str) -> ConfigError {
+    let errs = errors(yaml);
+    assert_eq!(errs.len(), 1, "expected exactly one error, got {errs:#?}");
+    errs.into_iter().next().unwrap()
+}
+
+#[test]
+fn unknown_top_level_field() {
+    let e = one("listen: 127.0.0.1:4140\nlisten_typo: 1\n");
+    assert_eq!((e.line, e.column), (2, 1), "{e}");
+    assert!(e.message.contains("unknown field `listen_typo`"), "{e}");
+    assert!(e.to_string().starts_with("proxy.yaml:2:1"), "{e}");
+}
+
+#[test]
+fn unknown_backend_field() {
+    let e = one("backends:\n  - name: web\n    endpoints: []\n    colour: blue\n");
+    assert_eq!(e.path, "backends[0].colour", "{e}");
+    assert_eq!((e.line, e.column), (4, 5), "{e}");
+    assert!(e.message.contains("unknown field `colour`"), "{e}");
+}
+
+#[test]
+fn bad_duration() {
+    let e = one("backends:\n  - name: web\n    endpoints: []\n    connectTimeout: 1.5s\n");
+    assert_eq!(e.path, "backends[0].connectTimeout", "{e}");
+    assert_eq!((e.line, e.column), (4, 21), "{e}");
+    assert!(e.message.contains("invalid duration \"1.5s\""), "{e}");
+}
+
+#[test]
+fn invalid_yaml() {
+    let e = one("listen: [unclosed\n");
+    assert!(e.line >= 1, "{e}");
+    assert!(e.message.starts_with("invalid YAML"), "{e}");
+    assert_eq!(e.file, Path::new("proxy.yaml"));
+}
+
+#[test]
+fn bad_address_and_all_errors_at_once() {
+    let errs = errors(
+        "listen: nowhere\nbackends:\n  - name: x\n    endpoints: [1.2.3.4]\n  - name: a\n    endpoints: []\n  - name: a\n    endpoints: []\n",
+    );
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["listen", "backends[0].endpoints[0]", "backends[2].name"],
+        "every error is reported, in file order: {errs:#?}"
+    );
+    assert_eq!((errs[0].line, errs[0].column), (1, 9));
+}
+
+#[test]
+fn backend_needs_endpoints_or_dns() {
+    let e = one("backends:\n  - name: web\n");
+    assert_eq!(e.path, "backends[0]");
+    assert!(e.message.contains("`endpoints`"), "{e}");
+    let e = one("backends:\n  - name: web\n    dns: nocolon\n");
+    assert_eq!(e.path, "backends[0].dns");
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let errs = Config::from_file(Path::new("/nonexistent/proxy.yaml")).unwrap_err();
+    assert!(
+        errs.to_string().contains("/nonexistent/proxy.yaml"),
+        "{errs}"
+    );
+}

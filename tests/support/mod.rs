@@ -1,0 +1,148 @@
+//! Starts `examples/proxy` as a subprocess with a YAML config and reads its startup line.
+
+#![allow(dead_code)] // Each test file uses a different part of this module.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// A running proxy process; killed (by PID) when dropped.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempdir::TempDir,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+/// The path of the built `proxy` example, building it if needed.
+pub fn proxy_bin() -> PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/examples/proxy
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = profile_dir.join("examples").join("proxy");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", "proxy"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example proxy");
+        assert!(status.success(), "building the proxy example failed");
+    }
+    bin
+}
+
+impl Proxy {
+    /// Starts the proxy with `yaml` (listen and admin on ephemeral ports) and `extra` flags.
+    pub fn start(yaml: &str, extra: &[&str]) -> Self {
+        let dir = tempdir::TempDir::new();
+        let config = dir.path().join("proxy.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let mut cmd = Command::new(proxy_bin());
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn proxy");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = vec![];
+        let (addr, admin) = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("listening on ") {
+                        let (a, b) = rest.split_once("; admin on ").expect("startup line format");
+                        break (a.parse().unwrap(), b.parse().unwrap());
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("the proxy did not print its startup line; stderr: {seen:#?}");
+                }
+            }
+        };
+        Self {
+            child,
+            addr,
+            admin,
+            dir,
+            stderr: rx,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the proxy binary with `args` to completion; returns (exit code, stdout, stderr).
+pub fn run_proxy(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(proxy_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run proxy");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A temporary directory removed on drop (no extra dependency).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "linkerd-http-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            Self(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
