@@ -98,12 +98,13 @@ where
         let peek = policy.peek_trailers(req.headers());
         let (mut parts, body) = req.into_parts();
         let body = ReplayBody::new(body, policy.max_request_bytes());
-        parts.extensions.insert(Attempt(1));
+        // Cloned before `Attempt(1)` goes in: each retry inserts its own number.
         let template = if policy.max_retries() > 0 {
             body.try_clone().map(|b| (parts.clone(), b))
         } else {
             None
         };
+        parts.extensions.insert(Attempt(1));
         let timer = policy.per_try_timeout().map(tokio::time::sleep);
         let future = service.call(Request::from_parts(parts, body));
         Self {

@@ -735,3 +735,24 @@ async fn replay_error_when_an_attempt_still_holds_the_body() {
     assert_eq!(rsp.status(), 200);
     assert_eq!(held.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<linkerd_http_retry::RetryError>();
+    send_sync::<linkerd_http_retry::PerTryTimeout>();
+    send_sync::<linkerd_http_retry::ReplayError>();
+    send_sync::<RetryOutcome>();
+    send_sync::<RetryPolicy>();
+    send_sync::<Budget>();
+    send_sync::<ReplayBody<MockBody>>();
+    send_sync::<PeekTrailersBody<MockBody>>();
+    let (svc, _) = scripted(|_| status(200));
+    let fut = Retry::new(svc).call(request(MockBody::new(), Some(policy(&[], 1))));
+    send(&fut);
+    assert!(
+        std::mem::size_of::<linkerd_http_retry::ReplayError>() <= 8,
+        "the replay error is a small value"
+    );
+}
