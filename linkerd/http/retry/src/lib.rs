@@ -123,6 +123,11 @@
 //! last response is returned. In the proxy "not ready" means the backend is failing fast (no
 //! ready endpoint), where waiting would only delay the answer the caller already has.
 //!
+//! While it backs off, the future keeps the last retryable response (its body unread), so it
+//! can return it when no retry can start; that response is dropped when the retry is sent.
+//! Per-try timeouts and backoff use the tokio timer: the layer must run inside a tokio
+//! runtime with time enabled when a policy sets them.
+//!
 //! # Cancellation
 //!
 //! Dropping the response future drops the attempt in flight and any backoff timer; a budget
