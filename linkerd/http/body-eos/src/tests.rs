@@ -147,7 +147,11 @@ fn fires_end_on_none_after_pending() {
     assert_eq!(pendings, 2, "pending polls must pass through");
     assert_eq!(kinds(&seen), [EosKind::End], "end fires once, on None");
     drop(body);
-    assert_eq!(kinds(&seen), [EosKind::End], "drop after end must not fire again");
+    assert_eq!(
+        kinds(&seen),
+        [EosKind::End],
+        "drop after end must not fire again"
+    );
 }
 
 #[test]
@@ -156,7 +160,10 @@ fn fires_end_when_data_reaches_exact_length() {
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
     let _ = Pin::new(&mut body).poll_frame(&mut cx);
-    assert!(kinds(&seen).is_empty(), "must not fire before the last byte");
+    assert!(
+        kinds(&seen).is_empty(),
+        "must not fire before the last byte"
+    );
     let _ = Pin::new(&mut body).poll_frame(&mut cx);
     assert_eq!(
         kinds(&seen),
@@ -224,13 +231,21 @@ fn forwards_is_end_stream_and_size_hint() {
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
     let _ = Pin::new(&mut body).poll_frame(&mut cx);
-    assert_eq!(body.size_hint().exact(), Some(2), "size hint after a partial read");
+    assert_eq!(
+        body.size_hint().exact(),
+        Some(2),
+        "size hint after a partial read"
+    );
     let _ = Pin::new(&mut body).poll_frame(&mut cx);
     assert!(body.is_end_stream(), "is_end_stream forwarded");
 
     let (body, _seen) = wrap(Scripted::new(vec![Step::Data("abc")]));
     assert_eq!(body.size_hint().lower(), 1);
-    assert_eq!(body.size_hint().upper(), Some(1234), "inexact hints forwarded");
+    assert_eq!(
+        body.size_hint().upper(),
+        Some(1234),
+        "inexact hints forwarded"
+    );
 }
 
 #[tokio::test]
@@ -244,7 +259,10 @@ async fn works_with_collect() {
     ]));
     let collected = body.collect().await.expect("body must not fail");
     assert_eq!(
-        collected.trailers().and_then(|t| t.get("grpc-status")).unwrap(),
+        collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .unwrap(),
         "0"
     );
     assert_eq!(collected.to_bytes(), "hello");
