@@ -50,25 +50,46 @@ pub(crate) fn load(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> (Vec<HttpSpec>, Vec<GrpcSpec>) {
-    let mut bad = false;
     let before = errors.len();
-    let routes: Vec<HttpSpec> = crate::config::list(doc, "routes", errors)
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    let grpc_routes: Vec<GrpcSpec> = crate::config::list(doc, "grpcRoutes", errors)
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
+    let http: Vec<(usize, HttpSpec)> = crate::config::list(doc, "routes", errors);
+    let grpc: Vec<(usize, GrpcSpec)> = crate::config::list(doc, "grpcRoutes", errors);
     if errors.len() > before {
-        // Indices of later entries would shift: validate meaning only when every entry parsed.
-        bad = true;
+        // Some entries did not parse, so list positions no longer match file positions:
+        // validate each parsed entry on its own and put its file index back in the paths.
+        for (i, r) in &http {
+            let one = RoutesConfig {
+                routes: vec![r.clone()],
+                grpc_routes: vec![],
+            };
+            push_errors(
+                doc,
+                &one,
+                backends,
+                errors,
+                "routes[0]",
+                &format!("routes[{i}]"),
+            );
+        }
+        for (i, r) in &grpc {
+            let one = RoutesConfig {
+                routes: vec![],
+                grpc_routes: vec![r.clone()],
+            };
+            push_errors(
+                doc,
+                &one,
+                backends,
+                errors,
+                "grpcRoutes[0]",
+                &format!("grpcRoutes[{i}]"),
+            );
+        }
     }
     let config = RoutesConfig {
-        routes,
-        grpc_routes,
+        routes: http.into_iter().map(|(_, r)| r).collect(),
+        grpc_routes: grpc.into_iter().map(|(_, r)| r).collect(),
     };
-    if !bad {
+    if errors.len() == before {
         for path in config.ignored_fields() {
             let path = path.to_string();
             let at = doc.error_at(&path, "accepted and ignored");
@@ -79,13 +100,30 @@ pub(crate) fn load(
                 at.column
             ));
         }
-        if let Err(errs) = config.compile(|name| backends.contains(name)) {
-            for e in errs {
-                errors.push(doc.error_at(&e.path().to_string(), e.message()));
-            }
-        }
+        push_errors(doc, &config, backends, errors, "", "");
     }
     (config.routes, config.grpc_routes)
+}
+
+/// Compiles `config` and appends its errors, with the path prefix `from` replaced by `to`.
+fn push_errors(
+    doc: &YamlDocument<'_>,
+    config: &RoutesConfig,
+    backends: &HashSet<String>,
+    errors: &mut Vec<ConfigError>,
+    from: &str,
+    to: &str,
+) {
+    if let Err(errs) = config.compile(|name| backends.contains(name)) {
+        for e in errs {
+            let path = e.path().to_string();
+            let path = match path.strip_prefix(from) {
+                Some(rest) if !from.is_empty() => format!("{to}{rest}"),
+                _ => path,
+            };
+            errors.push(doc.error_at(&path, e.message()));
+        }
+    }
 }
 
 /// Compiles the (already validated) routes of `config`.

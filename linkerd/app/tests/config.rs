@@ -78,3 +78,81 @@ fn missing_file_names_the_path() {
         "{errs}"
     );
 }
+
+const BACKENDS: &str = "backends:\n  - name: web\n    endpoints: [127.0.0.1:8080]\n";
+
+#[test]
+fn unknown_backend() {
+    let yaml = format!(
+        "{BACKENDS}routes:\n  - name: api\n    rules:\n      - backendRefs: [{{ name: web }}]\n      - backendRefs: [{{ name: nope }}]\n"
+    );
+    let e = one(&yaml);
+    assert_eq!(e.path, "routes[0].rules[1].backendRefs[0].name", "{e}");
+    assert_eq!((e.line, e.column), (8, 31), "{e}");
+    assert!(e.message.contains("unknown backend"), "{e}");
+}
+
+#[test]
+fn bad_regex() {
+    let yaml = format!(
+        "{BACKENDS}routes:\n  - name: api\n    rules:\n      - matches:\n          - path: {{ type: RegularExpression, value: \"([a-z\" }}\n        backendRefs: [{{ name: web }}]\n"
+    );
+    let e = one(&yaml);
+    assert_eq!(e.path, "routes[0].rules[0].matches[0].path.value", "{e}");
+    assert_eq!(e.line, 8, "{e}");
+    assert!(e.message.contains("regular expression"), "{e}");
+}
+
+#[test]
+fn redirect_with_rewrite() {
+    let yaml = format!(
+        "{BACKENDS}routes:\n  - name: api\n    rules:\n      - filters:\n          - type: RequestRedirect\n            requestRedirect: {{ hostname: x.example.com }}\n          - type: URLRewrite\n            urlRewrite: {{ hostname: y }}\n"
+    );
+    let e = one(&yaml);
+    assert!(e.path.starts_with("routes[0].rules[0].filters"), "{e}");
+    assert!(e.line >= 8, "{e}");
+    assert!(
+        e.message.contains("RequestRedirect") && e.message.contains("URLRewrite"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_route_duration_and_unknown_route_field() {
+    let yaml = format!(
+        "{BACKENDS}routes:\n  - name: api\n    rules:\n      - backendRefs: [{{ name: web }}]\n        timeouts: {{ request: 10 }}\n  - name: b\n    colour: red\n"
+    );
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 2, "both problems are reported: {errs:#?}");
+    assert_eq!(
+        errs[0].path, "routes[0].rules[0].timeouts.request",
+        "{}",
+        errs[0]
+    );
+    assert_eq!(errs[1].path, "routes[1].colour", "{}", errs[1]);
+    assert_eq!((errs[1].line, errs[1].column), (10, 5), "{}", errs[1]);
+}
+
+#[test]
+fn ignored_fields_warn() {
+    let yaml = format!(
+        "{BACKENDS}routes:\n  - name: api\n    parentRefs: [{{ name: gw }}]\n    rules:\n      - name: r\n        backendRefs: [{{ name: web, port: 80, kind: Service }}]\n"
+    );
+    let c = Config::from_yaml(Path::new("proxy.yaml"), &yaml).expect("a pasted HTTPRoute loads");
+    assert_eq!(c.warnings.len(), 4, "{:#?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("routes[0].parentRefs"),
+        "{:#?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn reference_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/proxy.yaml");
+    let c = Config::from_file(&path).unwrap_or_else(|e| panic!("examples/proxy.yaml: {e}"));
+    assert_eq!(c.backends.len(), 3);
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.grpc_routes.len(), 1);
+    assert!(c.summary().starts_with("config ok"));
+}

@@ -132,6 +132,19 @@ pub enum BackendProtocol {
     Http2,
 }
 
+/// A serializable view of a [`Config`] (see [`Config::to_document`]).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigDocument<'a> {
+    listen: String,
+    admin: String,
+    access_log: &'a AccessLogConfig,
+    server: &'a ServerConfig,
+    backends: &'a [BackendConfig],
+    routes: &'a [crate::routes::HttpRouteConfig],
+    grpc_routes: &'a [crate::routes::GrpcRouteConfig],
+}
+
 /// The top-level keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -334,6 +347,20 @@ impl Config {
             self.access_log.format,
             self.access_log.output,
         )
+    }
+
+    /// The config as a serializable document with the file's field names (JSON output is
+    /// valid YAML and parses back to an equal `Config`).
+    pub fn to_document(&self) -> ConfigDocument<'_> {
+        ConfigDocument {
+            listen: self.listen.to_string(),
+            admin: self.admin.to_string(),
+            access_log: &self.access_log,
+            server: &self.server,
+            backends: &self.backends,
+            routes: &self.routes,
+            grpc_routes: &self.grpc_routes,
+        }
     }
 
     /// The backend named `name`.
