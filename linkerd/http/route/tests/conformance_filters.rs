@@ -544,3 +544,34 @@ routes:
         ),
     }
 }
+
+#[tokio::test]
+async fn response_header_modifier_layer_per_attempt() {
+    let yaml = r"
+routes:
+  - name: r
+    rules:
+      - filters:
+          - type: ResponseHeaderModifier
+            responseHeaderModifier: { add: [{ name: x-backend-add, value: proxy }] }
+        backendRefs: [{ name: web }]
+";
+    // The application applies the edits inside its per-rule stack (e.g. under retry) and
+    // tells the router not to apply them again.
+    let router = RouteLayer::new(support::table(yaml))
+        .without_response_headers()
+        .layer(|rule: &Rule<RuleExtensions>| {
+            Echo::new(
+                linkerd_http_route::ResponseHeaderModifierLayer::for_rule(rule).layer(make(rule)),
+            )
+        });
+    let rsp = router
+        .oneshot(get("http://example.com/"))
+        .await
+        .expect("infallible");
+    assert_eq!(
+        values(rsp.headers(), "x-backend-add"),
+        ["backend", "proxy"],
+        "applied exactly once, by the per-rule layer"
+    );
+}
