@@ -1,6 +1,6 @@
 //! Starts `examples/proxy` as a subprocess with a YAML config and reads its startup line.
 
-#![allow(dead_code)] // Each test file uses a different part of this module.
+#![allow(dead_code, unreachable_pub)] // Each test file uses a different part of this module.
 
 use std::{
     io::{BufRead, BufReader},

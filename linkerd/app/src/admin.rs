@@ -1,9 +1,10 @@
 //! The admin server: `/metrics`, `/ready` (503 until the proxy is bound and configured),
-//! `/live`.
+//! `/live`, and the dashboard (`/`, `/api/stats`, `/api/tap`; see [`crate::dashboard`]).
 
+use crate::dashboard::Dashboard;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use linkerd_http_prom::MetricsService;
@@ -33,16 +34,24 @@ impl Readiness {
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: MetricsService, ready: Readiness) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: MetricsService,
+    ready: Readiness,
+    dashboard: Dashboard,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
         let ready = ready.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let rsp = respond(&req, &metrics, &ready);
+                let rsp = dashboard
+                    .respond(&req)
+                    .unwrap_or_else(|| respond(&req, &metrics, &ready).map(BodyExt::boxed_unsync));
                 async move { Ok::<_, Infallible>(rsp) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -7,11 +7,13 @@ pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod errors;
 pub mod routes;
 pub mod server;
 pub mod stack;
+pub mod tap;
 
 use cli::{Args, USAGE};
 use config::{Config, embedded_path};
@@ -151,7 +153,8 @@ async fn serve(config: Config) -> i32 {
             return 2;
         }
     };
-    let built = match stack::build(&config, &compiled, &metrics, access_log.clone()) {
+    let tap = tap::Tap::new(tap::TapConfig::default());
+    let built = match stack::build(&config, &compiled, &metrics, access_log.clone(), &tap) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -179,10 +182,15 @@ async fn serve(config: Config) -> i32 {
     };
 
     let ready = admin::Readiness::default();
+    // The dashboard reads the registry `/metrics` serves: one source of truth.
+    let registry = Arc::new(registry);
+    let dashboard = dashboard::Dashboard::new(registry.clone(), Some(tap));
+    let sampler = dashboard.spawn_sampler();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        MetricsService::new(Arc::new(registry)),
+        MetricsService::new(registry),
         ready.clone(),
+        dashboard,
     ));
 
     // Endpoint gauges follow the balancers' endpoint states.
@@ -233,6 +241,7 @@ async fn serve(config: Config) -> i32 {
     built.tunnels.drain(grace).await;
     access_log.flush_blocking();
     gauges.abort();
+    sampler.abort();
     admin_task.abort();
     0
 }

@@ -1,6 +1,6 @@
 //! Builds the proxy's service stack from a validated config (DESIGN.md section 3):
 //!
-//! access-log -> classify -> error mapping -> upgrade -> router (filters, redirects, injected
+//! access-log -> tap -> classify -> error mapping -> upgrade -> router (filters, redirects, injected
 //! failures) -> per rule: route metrics -> stream timeouts -> retry -> weighted split -> per
 //! backend: backend metrics -> HTTP/2 reset mapping -> backend (load shed -> queue -> fail-fast
 //! -> p2c -> endpoints).
@@ -10,6 +10,7 @@ use crate::{
     backend::{BackendHandle, BackendParams, Discovery, EndpointParams, SystemResolver},
     config::{BackendConfig, BackendProtocol, Config},
     errors::ErrorMapLayer,
+    tap::{Tap, TapLayer},
 };
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -62,6 +63,7 @@ pub fn build(
     routes: &CompiledRoutes,
     metrics: &Arc<Metrics>,
     access_log: AccessLogWriter,
+    tap: &Tap,
 ) -> Result<Built, String> {
     let backends: HashMap<String, BackendHandle> = config
         .backends
@@ -102,6 +104,7 @@ pub fn build(
     let service = ServiceBuilder::new()
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .layer(AccessLogLayer::new(access_log))
+        .layer(TapLayer::new(tap.clone()))
         .layer(ClassifyLayer::default())
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .layer(ErrorMapLayer)
