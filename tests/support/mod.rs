@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test file uses a different part of this module.
 
+pub mod reliability;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,

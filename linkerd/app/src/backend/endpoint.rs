@@ -64,6 +64,8 @@ pub struct EndpointParams {
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     addr: SocketAddr,
+    /// `addr` as a URI authority: the pool key of HTTP/1 requests.
+    pool_key: Authority,
     http2: bool,
     client: Client<FixedConnector, BoxBody>,
     health: Arc<Health>,
@@ -121,6 +123,8 @@ impl Endpoint {
         ));
         Self {
             addr,
+            pool_key: Authority::try_from(addr.to_string())
+                .expect("a socket address is an authority"),
             http2: params.http2,
             client,
             health,
@@ -158,26 +162,73 @@ impl tower::Service<Request<BoxBody>> for Endpoint {
 
     fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
         absolute_uri(&mut req, self.addr);
+        if !self.http2 && req.method() != http::Method::CONNECT {
+            pool_by_endpoint(&mut req, &self.pool_key);
+        }
         *req.version_mut() = if self.http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
+        // An HTTP/2 upstream shutting down gracefully refuses the streams that reach it after
+        // its final GOAWAY; they were never processed (RFC 9113 section 6.8), so a bodiless
+        // request is sent once more (on another connection).
+        let replay =
+            (self.http2 && http_body::Body::is_end_stream(req.body())).then(|| bodiless_copy(&req));
         let client = self.client.clone();
         let health = self.health.clone();
         Box::pin(async move {
-            match client.request(req).await {
+            let result = match (client.request(req).await, replay) {
+                (Err(error), Some(again)) if refused_by_goaway(&error) => {
+                    client.request(again).await
+                }
+                (result, _) => result,
+            };
+            match result {
                 Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
                 Err(error) => {
                     if is_connect_error(&error) {
                         health.mark_failed();
                         return Err(ProxyError::connect_failed().with_source(error).into());
                     }
+                    if refused_by_goaway(&error) {
+                        // Safe to retry: report it as REFUSED_STREAM (retried by retry
+                        // policies; an HTTP/2 client gets RST_STREAM(REFUSED_STREAM)).
+                        let refused = h2::Reason::REFUSED_STREAM;
+                        return Err(ProxyError::reset(refused)
+                            .with_source(h2::Error::from(refused))
+                            .into());
+                    }
                     Err(error.into())
                 }
             }
         })
     }
+}
+
+/// A copy of a request whose body is empty.
+fn bodiless_copy(req: &Request<BoxBody>) -> Request<BoxBody> {
+    let mut copy = Request::new(crate::server::empty_body());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Whether the upstream refused the stream with a graceful GOAWAY (`NO_ERROR`) naming a lower
+/// last stream id: the request was not processed.
+fn refused_by_goaway(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    // An error chain is finite; the bound guards against a cyclic one.
+    for _ in 0..32 {
+        let Some(e) = next else { return false };
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Gives the request an absolute URI (hyper-util's client needs one) with the authority the
@@ -204,6 +255,34 @@ fn absolute_uri<B>(req: &mut Request<B>, addr: SocketAddr) {
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// HTTP/1 requests travel in origin-form with a `Host` header, so their URI authority only
+/// serves as hyper-util's pool key. Making it the endpoint's address pools connections per
+/// endpoint: otherwise every distinct authority (a client-chosen `Host`) would open and keep
+/// its own idle connections. The authority moves to `Host` when that is missing.
+fn pool_by_endpoint<B>(req: &mut Request<B>, key: &Authority) {
+    if !req.headers().contains_key(http::header::HOST)
+        && let Some(host) = req.uri().host()
+    {
+        let default = if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+            443
+        } else {
+            80
+        };
+        let value = match req.uri().port_u16() {
+            Some(port) if port != default => format!("{host}:{port}"),
+            _ => host.to_owned(),
+        };
+        if let Ok(value) = http::HeaderValue::try_from(value) {
+            req.headers_mut().insert(http::header::HOST, value);
+        }
+    }
+    let mut parts = req.uri().clone().into_parts();
+    parts.authority = Some(key.clone());
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
