@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test file uses a different part of this module.
 
+pub mod raw_h2;
 pub mod reliability;
 
 use std::{
@@ -101,6 +102,66 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// Sends SIGTERM with the `kill` command (no unsafe code, no signal crate).
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Waits (bounded) for the process to exit; `None` if it is still running after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let steps = limit.as_millis() / 20 + 1;
+        for _ in 0..steps {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Scrapes admin `/metrics` once and parses it.
+    pub async fn scrape(&self) -> linkerd_http_prom::Scrape {
+        let mut client = linkerd_http_test_util::HttpClient::http1(self.admin)
+            .await
+            .expect("connect to the admin server");
+        let rsp = client.get("/metrics").await.expect("GET /metrics");
+        assert_eq!(rsp.status(), 200, "GET /metrics status");
+        let body = linkerd_http_test_util::collect(rsp.into_body())
+            .await
+            .expect("read /metrics");
+        let text = String::from_utf8(body.data.to_vec()).expect("/metrics is UTF-8");
+        linkerd_http_prom::Scrape::parse(&text).expect("/metrics parses")
+    }
+
+    /// Scrapes until `check` holds (metrics are recorded when response bodies end, which may
+    /// be a moment after the client saw the end); returns the last scrape either way, so the
+    /// caller's assertion reports the values.
+    pub async fn scrape_until(
+        &self,
+        mut check: impl FnMut(&linkerd_http_prom::Scrape) -> bool,
+    ) -> linkerd_http_prom::Scrape {
+        let mut scrape = self.scrape().await;
+        for _ in 0..100 {
+            if check(&scrape) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            scrape = self.scrape().await;
+        }
+        scrape
+    }
+
+    /// Every stderr line printed so far (after the startup line).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
     }
 }
 

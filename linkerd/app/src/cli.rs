@@ -25,7 +25,7 @@ pub struct UsageError(pub String);
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: proxy [--config FILE] [--listen ADDR] [--admin ADDR] [--access-log FORMAT] [--check]
+usage: proxy [--config FILE | FILE] [--listen ADDR] [--admin ADDR] [--access-log FORMAT] [--check]
 
   --config FILE        YAML config (default: an embedded config with a demo backend)
   --listen ADDR        proxy address, overrides `listen` (default 127.0.0.1:4140)
@@ -69,6 +69,10 @@ impl Args {
                 "--access-log" => out.access_log = Some(value("--access-log")?),
                 "--check" => out.check = true,
                 "-h" | "--help" => out.help = true,
+                // A bare argument names the config file (`proxy --check examples/proxy.yaml`).
+                other if !other.starts_with('-') && out.config.is_none() => {
+                    out.config = Some(PathBuf::from(other));
+                }
                 other => return Err(UsageError(format!("unknown argument {other:?}"))),
             }
         }
@@ -118,5 +122,13 @@ mod tests {
         assert!(Args::parse(["--nope"]).is_err());
         assert!(Args::parse(["--listen"]).is_err());
         assert!(Args::parse(["--listen", "localhost"]).is_err());
+        assert!(Args::parse(["--config", "a.yaml", "b.yaml"]).is_err());
+    }
+
+    #[test]
+    fn bare_argument_is_the_config_file() {
+        let a = Args::parse(["--check", "examples/proxy.yaml"]).unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("examples/proxy.yaml")));
+        assert!(a.check);
     }
 }

@@ -62,7 +62,13 @@ where
         Box::pin(async move {
             match fut.await {
                 Ok(rsp) => Ok(rsp),
-                Err(error) => map_error(&*error, protocol, h2),
+                Err(error) => {
+                    let mut answer = map_error(&*error, protocol, h2);
+                    if let Ok(rsp) = &mut answer {
+                        crate::edge_metrics::annotate_answer(&*error, rsp.extensions_mut());
+                    }
+                    answer
+                }
             }
         })
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod edge_metrics;
 pub mod errors;
 pub mod routes;
 pub mod server;
@@ -117,7 +118,7 @@ async fn run(args: Args) -> i32 {
     code
 }
 
-async fn serve(config: Config) -> i32 {
+async fn serve(mut config: Config) -> i32 {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
 
@@ -153,14 +154,6 @@ async fn serve(config: Config) -> i32 {
             return 2;
         }
     };
-    let tap = tap::Tap::new(tap::TapConfig::default());
-    let built = match stack::build(&config, &compiled, &metrics, access_log.clone(), &tap) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
 
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
@@ -179,6 +172,16 @@ async fn serve(config: Config) -> i32 {
     let (Ok(listen), Ok(admin)) = (listener.local_addr(), admin_listener.local_addr()) else {
         eprintln!("error: cannot read the bound addresses");
         return 1;
+    };
+    // Redirects name the bound port (`--listen 127.0.0.1:0` binds an ephemeral one).
+    config.listen = listen;
+    let tap = tap::Tap::new(tap::TapConfig::default());
+    let built = match stack::build(&config, &compiled, &metrics, access_log.clone(), &tap) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
     };
 
     let ready = admin::Readiness::default();

@@ -9,6 +9,7 @@ use crate::{
     BoxBody, BoxError,
     backend::{BackendHandle, BackendParams, Discovery, EndpointParams, SystemResolver},
     config::{BackendConfig, BackendProtocol, Config},
+    edge_metrics::{EdgeMetricsLayer, RouteRecorded, TagRouteErrorsLayer},
     errors::ErrorMapLayer,
     tap::{Tap, TapLayer},
 };
@@ -26,9 +27,9 @@ use linkerd_http_route::{
     config::{CompiledRoutes, RuleExtensions},
 };
 use linkerd_http_stream_timeouts::{StreamTimeouts, StreamTimeoutsLayer};
-use linkerd_http_upgrade::{Tunnels, UpgradeLayer};
+use linkerd_http_upgrade::{ConnectProtocolFlag, ExtendedConnect, Tunnels, UpgradeLayer};
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -92,12 +93,18 @@ pub fn build(
     let make_metrics = metrics.clone();
     let make_backends = backends.clone();
     let split_rng = rng.clone();
+    let http2: HashSet<String> = config
+        .backends
+        .iter()
+        .filter(|b| b.protocol == BackendProtocol::Http2)
+        .map(|b| b.name.clone())
+        .collect();
     let router = RouteLayer::new(table)
         .with_listen_port(config.listen.port())
         .with_mirror(mirror)
         .with_rng(rng)
         .layer(move |rule: &Rule<RuleExtensions>| {
-            rule_stack(rule, &make_metrics, &make_backends, &split_rng)
+            rule_stack(rule, &make_metrics, &make_backends, &http2, &split_rng)
         });
 
     let tunnels = Tunnels::new();
@@ -108,6 +115,7 @@ pub fn build(
         .layer(ClassifyLayer::default())
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .layer(ErrorMapLayer)
+        .layer(EdgeMetricsLayer::new(metrics.clone()))
         .layer(UpgradeLayer::new(tunnels.clone()))
         .map_request(|req: Request<_>| req.map(box_body))
         .map_response(|rsp: Response<_>| rsp.map(box_body))
@@ -166,6 +174,7 @@ fn rule_stack(
     rule: &Rule<RuleExtensions>,
     metrics: &Arc<Metrics>,
     backends: &HashMap<String, BackendHandle>,
+    http2: &HashSet<String>,
     rng: &SharedRng,
 ) -> Inner<MirrorBody<BoxBody>> {
     let route_name = rule.route_name().clone();
@@ -177,6 +186,14 @@ fn rule_stack(
         .iter()
         .filter_map(|r| {
             let handle = backends.get(r.name.as_str())?.clone();
+            // The pooled HTTP/2 client does not expose the upstream's extended CONNECT
+            // setting: tunnels to an `http2` backend are answered 502 `upstream cannot
+            // tunnel` (DESIGN.md 4.1) rather than sent as a plain request.
+            let handle: Inner<BoxBody> = if http2.contains(r.name.as_str()) {
+                BoxCloneSyncService::new(ExtendedConnect::new(handle, ConnectProtocolFlag::new()))
+            } else {
+                BoxCloneSyncService::new(handle)
+            };
             let svc = ServiceBuilder::new()
                 .map_response(|rsp: Response<_>| rsp.map(box_body))
                 .layer(families.backend_layer(route_name.clone(), r.name.as_str()))
@@ -253,7 +270,12 @@ fn rule_stack(
     };
 
     let svc = ServiceBuilder::new()
-        .map_response(|rsp: Response<_>| rsp.map(box_body))
+        .layer(TagRouteErrorsLayer)
+        .map_response(|rsp: Response<_>| {
+            let mut rsp = rsp.map(box_body);
+            rsp.extensions_mut().insert(RouteRecorded);
+            rsp
+        })
         .layer(families.route_layer(route_name))
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .layer(StreamTimeoutsLayer::new(stream))

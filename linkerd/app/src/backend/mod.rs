@@ -19,7 +19,10 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -69,8 +72,14 @@ impl BackendHandle {
     /// Builds the backend and starts its discovery, balancer and queue worker.
     pub fn new(params: &BackendParams, discovery: Discovery) -> Self {
         let states = Arc::new(EndpointStates::default());
+        let resolved = Arc::new(AtomicBool::new(false));
         let addrs = discovery.spawn();
-        let changes = endpoint_changes(addrs, params.endpoint.clone(), states.clone());
+        let changes = endpoint_changes(
+            addrs,
+            params.endpoint.clone(),
+            states.clone(),
+            resolved.clone(),
+        );
         let discover = PeakEwmaDiscover::new::<Request<BoxBody>>(
             changes,
             Duration::from_millis(30),
@@ -84,6 +93,7 @@ impl BackendHandle {
             sleep: None,
             failing: false,
             states: states.clone(),
+            resolved,
         };
         let boxed = BoxFutures(fail_fast);
         let (buffer, worker) = Buffer::pair(boxed, params.queue.max(1));
@@ -128,6 +138,7 @@ fn endpoint_changes(
     mut addrs: tokio::sync::watch::Receiver<BTreeSet<SocketAddr>>,
     params: EndpointParams,
     states: Arc<EndpointStates>,
+    resolved: Arc<AtomicBool>,
 ) -> impl Stream<Item = Result<Change<SocketAddr, Endpoint>, Infallible>> + Send + Unpin + 'static {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -156,6 +167,8 @@ fn endpoint_changes(
                     }
                 }
             }
+            // From now on an empty set means "no endpoints", not "not known yet".
+            resolved.store(true, Ordering::Release);
             tokio::select! {
                 changed = addrs.changed() => if changed.is_err() { break },
                 _ = tx.closed() => break,
@@ -194,6 +207,9 @@ struct FailFast<S> {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     failing: bool,
     states: Arc<EndpointStates>,
+    /// Set once discovery's first set is counted in `states`: until then an empty count only
+    /// means the endpoints are not created yet (requests right after start-up wait for them).
+    resolved: Arc<AtomicBool>,
 }
 
 impl<S> Service<Request<BoxBody>> for FailFast<S>
@@ -218,7 +234,7 @@ where
                 if self.failing {
                     return Poll::Ready(Ok(()));
                 }
-                if self.states.total() == 0 {
+                if self.resolved.load(Ordering::Acquire) && self.states.total() == 0 {
                     self.failing = true;
                     return Poll::Ready(Ok(()));
                 }

@@ -1,0 +1,192 @@
+//! Route metrics for the answers no rule stack records: the router's own answers (no route,
+//! redirect, injected failure, rule without backends) and the upgrade layer's (bad request).
+//!
+//! A rule's stack records every request it serves and marks its responses with
+//! [`RouteRecorded`]; this layer, between error mapping and upgrade, records the others in
+//! `outbound_{http,grpc}_route_request_statuses_total` and friends, so every row of DESIGN.md
+//! section 5 shows up with its `error` label. The route is the one the router matched (its
+//! `RouteMatch` response extension), or `route_name=""` when none matched (no route, bad
+//! request), in the gRPC families for gRPC clients. The duration is measured from the
+//! answer, not from the request's arrival (these answers are immediate, apart from an
+//! injected delay).
+
+use crate::{BoxBody, BoxError, stack::box_body};
+use http::{Request, Response};
+use linkerd_http_classify::{Protocol, ProxyError, ResponseClassifier};
+use linkerd_http_metrics::Metrics;
+use linkerd_http_route::RouteMatch;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tower::{Layer, Service, ServiceExt};
+
+/// Response extension: a rule's route metrics recorded this request.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct RouteRecorded;
+
+/// Records the requests no rule stack recorded.
+#[derive(Clone, Debug)]
+pub struct EdgeMetricsLayer(Arc<Metrics>);
+
+/// The service of [`EdgeMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct EdgeMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl EdgeMetricsLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self(metrics)
+    }
+}
+
+impl<S> Layer<S> for EdgeMetricsLayer {
+    type Service = EdgeMetrics<S>;
+
+    fn layer(&self, inner: S) -> EdgeMetrics<S> {
+        EdgeMetrics {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for EdgeMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let protocol = req
+            .extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or_else(|| Protocol::of(&req));
+        let classifier = req.extensions().get::<ResponseClassifier>().copied();
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let rsp = fut.await?;
+            if rsp.extensions().get::<RouteRecorded>().is_some() {
+                return Ok(rsp);
+            }
+            let (route, grpc) = match rsp.extensions().get::<RouteMatch>() {
+                Some(m) => (m.route_name_arc().clone(), m.is_grpc()),
+                None => (Arc::<str>::from(""), protocol == Protocol::Grpc),
+            };
+            // The route layer reads the protocol and classifier from the request it wraps.
+            let mut probe = Request::new(());
+            probe.extensions_mut().insert(protocol);
+            if let Some(c) = classifier {
+                probe.extensions_mut().insert(c);
+            }
+            let mut answer = Some(rsp);
+            let recorded = metrics
+                .route_families(grpc)
+                .route_layer(route)
+                .layer(tower::service_fn(move |_: Request<()>| {
+                    // Called once (oneshot); a second call would be a bug: answer 500.
+                    let rsp = answer.take().ok_or_else(ProxyError::internal);
+                    std::future::ready(rsp)
+                }))
+                .oneshot(probe)
+                .await?;
+            Ok(recorded.map(box_body))
+        })
+    }
+}
+
+/// The error of a request a rule's stack served: the inner error (its
+/// [`source`](std::error::Error::source), so `to_proxy_error` and hyper see through it) with
+/// the matched route, so that the synthetic answer error mapping builds still names the
+/// route (the access log's `route`).
+#[derive(Debug)]
+pub struct RoutedError {
+    route: RouteMatch,
+    source: BoxError,
+}
+
+impl std::fmt::Display for RoutedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for RoutedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Copies what an error knows about its request into the extensions of the answer built for
+/// it: the matched route ([`RoutedError`]) and the retry outcome, as a routed response would
+/// carry them.
+pub fn annotate_answer(error: &(dyn std::error::Error + 'static), ext: &mut http::Extensions) {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(routed) = e.downcast_ref::<RoutedError>() {
+            ext.insert(routed.route.clone());
+            break;
+        }
+        next = e.source();
+    }
+    if let Some(outcome) = linkerd_http_retry::RetryOutcome::from_error(error) {
+        ext.insert(outcome);
+    }
+}
+
+/// Wraps a rule stack's errors in [`RoutedError`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TagRouteErrorsLayer;
+
+/// The service of [`TagRouteErrorsLayer`].
+#[derive(Clone, Debug)]
+pub struct TagRouteErrors<S> {
+    inner: S,
+}
+
+impl<S> Layer<S> for TagRouteErrorsLayer {
+    type Service = TagRouteErrors<S>;
+
+    fn layer(&self, inner: S) -> TagRouteErrors<S> {
+        TagRouteErrors { inner }
+    }
+}
+
+impl<S, B> Service<Request<B>> for TagRouteErrors<S>
+where
+    S: Service<Request<B>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let route = req.extensions().get::<RouteMatch>().cloned();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            fut.await.map_err(|source| match route {
+                Some(route) => Box::new(RoutedError { route, source }) as BoxError,
+                None => source,
+            })
+        })
+    }
+}

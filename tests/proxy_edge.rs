@@ -1,0 +1,1118 @@
+//! The proxy binary from the outside (issue 9): routing over HTTP/1.1 and h2c, HEAD over
+//! h2c, every row of DESIGN.md section 5 (except fail-fast and load shed) for HTTP and gRPC
+//! clients, graceful shutdown on SIGTERM, `--check`.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{Empty, Full};
+use linkerd_http_prom::Scrape;
+use linkerd_http_test_util::{H2Client, HttpClient, ServerProtocol, TestServer, collect};
+use std::{net::SocketAddr, time::Duration};
+use support::{
+    Proxy,
+    raw_h2::{self, RawH2},
+    run_proxy,
+};
+
+const STATUSES: &str = "outbound_http_route_request_statuses_total";
+/// gRPC clients answered before routing are counted in the gRPC families.
+const GRPC_STATUSES: &str = "outbound_grpc_route_request_statuses_total";
+
+/// A config with one backend `b` (`protocol`) at `addr` and one route `r` holding `rules`
+/// (YAML list items indented by 6 spaces), access log to stderr.
+fn config(protocol: &str, addr: SocketAddr, rules: &str) -> String {
+    format!(
+        "accessLog: {{ format: json, output: stderr }}
+backends:
+  - name: b
+    protocol: {protocol}
+    endpoints: [{addr}]
+routes:
+  - name: r
+    rules:
+{rules}"
+    )
+}
+
+/// What a section 5 row answers.
+struct Row {
+    path: &'static str,
+    /// Extra request headers (scripting the backend).
+    headers: &'static [(&'static str, &'static str)],
+    http_status: u16,
+    /// `(code, UPPER_SNAKE name)`; `None` for rows with no gRPC form.
+    grpc: Option<(u8, &'static str)>,
+    /// `l5d-proxy-error`.
+    proxy_error: &'static str,
+    /// The metric `error` label.
+    label: &'static str,
+}
+
+/// Sends the row's request from an HTTP/1.1 client and from a gRPC client (h2c) and checks the
+/// answers and the metric `error` label.
+async fn check_row(proxy: &Proxy, row: &Row) {
+    let mut h1 = HttpClient::http1(proxy.addr).await.expect("connect");
+    let mut req = Request::get(row.path);
+    for (k, v) in row.headers {
+        req = req.header(*k, *v);
+    }
+    let rsp = h1
+        .send(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .expect("HTTP/1.1 response");
+    assert_eq!(
+        rsp.status(),
+        row.http_status,
+        "{}: HTTP status ({:?})",
+        row.path,
+        rsp.headers().get("l5d-proxy-error")
+    );
+    assert_eq!(
+        rsp.headers()
+            .get("l5d-proxy-error")
+            .map(|v| v.to_str().unwrap()),
+        Some(row.proxy_error),
+        "{}: l5d-proxy-error",
+        row.path
+    );
+    assert_eq!(
+        rsp.headers()["content-length"],
+        "0",
+        "{}: synthetic responses have content-length 0",
+        row.path
+    );
+    let body = collect(rsp.into_body()).await.expect("body");
+    assert!(body.data.is_empty(), "{}: empty body", row.path);
+
+    if let Some((code, _)) = row.grpc {
+        let mut h2 = H2Client::connect(proxy.addr).await.expect("connect h2");
+        let rsp = h2
+            .request(grpc_request(row.path, row.headers))
+            .await
+            .expect("gRPC response");
+        assert_eq!(rsp.status, StatusCode::OK, "{}: gRPC HTTP status", row.path);
+        assert_eq!(
+            rsp.headers.get("grpc-status").map(|v| v.to_str().unwrap()),
+            Some(code.to_string().as_str()),
+            "{}: trailers-only grpc-status in the headers",
+            row.path
+        );
+        assert_eq!(
+            rsp.headers
+                .get("l5d-proxy-error")
+                .map(|v| v.to_str().unwrap()),
+            Some(row.proxy_error),
+            "{}: gRPC l5d-proxy-error",
+            row.path
+        );
+        assert!(
+            rsp.headers.contains_key("grpc-message"),
+            "{}: grpc-message",
+            row.path
+        );
+        assert!(rsp.data.is_empty(), "{}: trailers-only", row.path);
+        assert!(rsp.trailers.is_none(), "{}: trailers-only", row.path);
+    }
+
+    let status = row.http_status.to_string();
+    let http_labels = [
+        ("route_name", "r"),
+        ("http_status", status.as_str()),
+        ("grpc_status", ""),
+        ("error", row.label),
+    ];
+    let grpc_labels = row.grpc.map(|(_, name)| {
+        [
+            ("route_name", "r"),
+            ("http_status", "200"),
+            ("grpc_status", name),
+            ("error", row.label),
+        ]
+    });
+    let scrape = proxy
+        .scrape_until(|s| {
+            s.get(STATUSES, &http_labels) == Some(1.0)
+                && grpc_labels.is_none_or(|l| s.get(STATUSES, &l) == Some(1.0))
+        })
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &http_labels),
+        Some(1.0),
+        "{}: HTTP request counted with error={:?}; samples: {:#?}",
+        row.path,
+        row.label,
+        statuses(&scrape)
+    );
+    if let Some(labels) = grpc_labels {
+        assert_eq!(
+            scrape.get(STATUSES, &labels),
+            Some(1.0),
+            "{}: gRPC request counted with error={:?}; samples: {:#?}",
+            row.path,
+            row.label,
+            statuses(&scrape)
+        );
+    }
+}
+
+fn statuses(scrape: &Scrape) -> Vec<String> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.name.ends_with("request_statuses_total"))
+        .map(|s| format!("{} {:?} {}", s.name, s.labels, s.value))
+        .collect()
+}
+
+fn grpc_request(path: &str, headers: &[(&str, &str)]) -> Request<Bytes> {
+    let mut req = Request::post(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    // One empty length-prefixed message.
+    req.body(Bytes::from_static(&[0, 0, 0, 0, 0])).unwrap()
+}
+
+// === routing ===
+
+#[tokio::test]
+async fn routes_http1_and_h2c_requests() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: / } }]
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    for (name, mut client) in [
+        ("HTTP/1.1", HttpClient::http1(proxy.addr).await.unwrap()),
+        ("h2c", HttpClient::http2(proxy.addr).await.unwrap()),
+    ] {
+        let req = Request::post("/hello?x=1")
+            .body(Full::new(Bytes::from_static(b"ping")))
+            .unwrap();
+        let rsp = client.send(req).await.expect("response");
+        assert_eq!(rsp.status(), 200, "{name}: routed to the backend");
+        assert_eq!(
+            rsp.headers()["x-backend-addr"],
+            backend.addr().to_string().as_str(),
+            "{name}: answered by the backend"
+        );
+        assert_eq!(
+            rsp.headers()["x-backend-version"],
+            "HTTP/1.1",
+            "{name}: an http1 backend is spoken to in HTTP/1.1"
+        );
+        let body = collect(rsp.into_body()).await.unwrap();
+        assert_eq!(body.data, "ping", "{name}: request body echoed");
+    }
+    let received = backend.requests();
+    assert_eq!(received.len(), 2, "both requests reached the backend");
+    assert!(
+        received.iter().all(|r| r.uri.path() == "/hello"),
+        "path kept: {received:?}"
+    );
+    let scrape = proxy
+        .scrape_until(|s| s.sum(STATUSES, &[("route_name", "r")]) == 2.0)
+        .await;
+    assert_eq!(
+        scrape.get(
+            STATUSES,
+            &[
+                ("route_name", "r"),
+                ("http_status", "200"),
+                ("grpc_status", ""),
+                ("error", "")
+            ]
+        ),
+        Some(2.0),
+        "two successes counted: {:#?}",
+        statuses(&scrape)
+    );
+}
+
+#[tokio::test]
+async fn head_over_h2c_sends_no_data_frame() {
+    // An HTTP/2 backend that wrongly sends a body with its answer to HEAD.
+    let backend = TestServer::serve(ServerProtocol::Http2, |_req| async {
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("content-length", "11")
+                .body(Full::new(Bytes::from_static(b"not allowed")))
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+
+    let mut raw = RawH2::connect(proxy.addr).await;
+    let authority = proxy.addr.to_string();
+    raw.send_headers(
+        1,
+        &[
+            (":method", "HEAD"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", &authority),
+        ],
+        true,
+    )
+    .await;
+    let frames = raw.read_until_closed(1, Duration::from_secs(5)).await;
+    let on_stream: Vec<_> = frames.iter().filter(|f| f.stream == 1).collect();
+    assert!(
+        on_stream
+            .iter()
+            .any(|f| f.kind == raw_h2::HEADERS && f.flags & raw_h2::END_STREAM != 0),
+        "the response HEADERS end the stream: {on_stream:?}"
+    );
+    assert!(
+        on_stream.iter().all(|f| f.kind != raw_h2::DATA),
+        "no DATA frame on a HEAD response: {on_stream:?}"
+    );
+    assert!(
+        on_stream.iter().all(|f| f.kind != raw_h2::RST_STREAM),
+        "no reset: {on_stream:?}"
+    );
+
+    // The same through a full h2 client: status and content-length kept, no body.
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let rsp = h2
+        .request(Request::head("/").body(Bytes::new()).unwrap())
+        .await
+        .expect("HEAD response");
+    assert_eq!(rsp.status, StatusCode::OK, "HEAD status");
+    assert_eq!(rsp.headers["content-length"], "11", "content-length kept");
+    assert!(rsp.data.is_empty(), "no body");
+    assert!(rsp.body_error.is_none(), "no reset: {:?}", rsp.body_error);
+}
+
+// === DESIGN.md section 5 ===
+
+#[tokio::test]
+async fn error_no_route() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: Exact, value: /only } }]
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let rsp = h1.get("/elsewhere").await.unwrap();
+    assert_eq!(rsp.status(), 404, "no route: 404");
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "no route");
+    assert_eq!(rsp.headers()["content-length"], "0");
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let rsp = h2.request(grpc_request("/x.Y/Z", &[])).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::OK, "gRPC: 200");
+    assert_eq!(rsp.headers["grpc-status"], "12", "gRPC: UNIMPLEMENTED");
+    assert_eq!(rsp.headers["l5d-proxy-error"], "no route");
+    assert_eq!(backend.request_count(), 0, "nothing reached the backend");
+
+    // No route means no route label: the request is counted with an empty `route_name`.
+    let http = [
+        ("route_name", ""),
+        ("http_status", "404"),
+        ("grpc_status", ""),
+        ("error", "NO_ROUTE"),
+    ];
+    let grpc = [
+        ("route_name", ""),
+        ("http_status", "200"),
+        ("grpc_status", "UNIMPLEMENTED"),
+        ("error", "NO_ROUTE"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| {
+            s.get(STATUSES, &http) == Some(1.0) && s.get(GRPC_STATUSES, &grpc) == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &http),
+        Some(1.0),
+        "NO_ROUTE counted (HTTP): {:#?}",
+        statuses(&scrape)
+    );
+    assert_eq!(
+        scrape.get(GRPC_STATUSES, &grpc),
+        Some(1.0),
+        "NO_ROUTE counted (gRPC): {:#?}",
+        statuses(&scrape)
+    );
+}
+
+#[tokio::test]
+async fn error_redirect_has_location_and_no_error() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /old } }]
+        filters:
+          - type: RequestRedirect
+            requestRedirect: { hostname: new.example.com, path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } }
+",
+        ),
+        &[],
+    );
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let req = Request::get("/old/page?q=1")
+        .header("host", "example.com:1234")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let rsp = h1.send(req).await.unwrap();
+    assert_eq!(rsp.status(), 302, "redirects default to 302");
+    // No filter port and no filter scheme: the proxy's listen port.
+    let want = format!("http://new.example.com:{}/new/page?q=1", proxy.addr.port());
+    assert_eq!(rsp.headers()["location"], want.as_str(), "Location");
+    assert!(
+        rsp.headers().get("l5d-proxy-error").is_none(),
+        "a redirect is not an error"
+    );
+    let labels = [
+        ("route_name", "r"),
+        ("http_status", "302"),
+        ("grpc_status", ""),
+        ("error", ""),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.get(STATUSES, &labels) == Some(1.0))
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &labels),
+        Some(1.0),
+        "redirect counted with an empty error label: {:#?}",
+        statuses(&scrape)
+    );
+}
+
+#[tokio::test]
+async fn error_rule_without_backends() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /nothing } }]
+",
+        ),
+        &[],
+    );
+    check_row(
+        &proxy,
+        &Row {
+            path: "/nothing",
+            headers: &[],
+            http_status: 500,
+            grpc: Some((13, "INTERNAL")),
+            proxy_error: "no backends",
+            label: "NO_BACKENDS",
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn error_injected_failure() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /inject } }]
+        filters:
+          - type: InjectFailure
+            injectFailure: { status: 503, ratio: 1.0, message: chaos monkey }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    check_row(
+        &proxy,
+        &Row {
+            path: "/inject",
+            headers: &[],
+            http_status: 503,
+            grpc: Some((14, "UNAVAILABLE")),
+            proxy_error: "chaos monkey",
+            label: "INJECTED",
+        },
+    )
+    .await;
+    assert_eq!(
+        backend.request_count(),
+        0,
+        "injected failures never reach the backend"
+    );
+}
+
+#[tokio::test]
+async fn error_request_timeout() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /slow } }]
+        timeouts: { request: 100ms }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    check_row(
+        &proxy,
+        &Row {
+            path: "/slow",
+            headers: &[("x-test-delay-ms", "5000")],
+            http_status: 504,
+            grpc: Some((4, "DEADLINE_EXCEEDED")),
+            proxy_error: "request timeout",
+            label: "REQUEST_TIMEOUT",
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn error_backend_request_timeout() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /slow } }]
+        timeouts: { backendRequest: 100ms }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    check_row(
+        &proxy,
+        &Row {
+            path: "/slow",
+            headers: &[("x-test-delay-ms", "5000")],
+            http_status: 504,
+            grpc: Some((4, "DEADLINE_EXCEEDED")),
+            proxy_error: "backend request timeout",
+            label: "BACKEND_REQUEST_TIMEOUT",
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn error_backend_request_timeout_after_retries() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /slow } }]
+        timeouts: { request: 10s, backendRequest: 100ms }
+        retry: { attempts: 2, backoff: 10ms }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    check_row(
+        &proxy,
+        &Row {
+            path: "/slow",
+            headers: &[("x-test-delay-ms", "5000")],
+            http_status: 504,
+            grpc: Some((4, "DEADLINE_EXCEEDED")),
+            proxy_error: "backend request timeout",
+            label: "BACKEND_REQUEST_TIMEOUT",
+        },
+    )
+    .await;
+    // Two requests (HTTP and gRPC), each tried 1 + 2 times.
+    let scrape = proxy
+        .scrape_until(|s| {
+            s.get(
+                "outbound_http_route_retry_requests_total",
+                &[("route_name", "r")],
+            ) == Some(4.0)
+        })
+        .await;
+    assert_eq!(
+        scrape.get(
+            "outbound_http_route_retry_requests_total",
+            &[("route_name", "r")]
+        ),
+        Some(4.0),
+        "each request was retried twice"
+    );
+    assert_eq!(backend.request_count(), 6, "three attempts per request");
+}
+
+#[tokio::test]
+async fn error_response_headers_timeout() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /slow } }]
+        streamTimeouts: { responseHeaders: 100ms }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    check_row(
+        &proxy,
+        &Row {
+            path: "/slow",
+            headers: &[("x-test-delay-ms", "5000")],
+            http_status: 504,
+            grpc: Some((4, "DEADLINE_EXCEEDED")),
+            proxy_error: "response headers timeout",
+            label: "RESPONSE_HEADERS_TIMEOUT",
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn error_idle_timeout() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /slow } }]
+        streamTimeouts: { idle: 100ms }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    check_row(
+        &proxy,
+        &Row {
+            path: "/slow",
+            headers: &[("x-test-delay-ms", "5000")],
+            http_status: 504,
+            grpc: Some((4, "DEADLINE_EXCEEDED")),
+            proxy_error: "idle timeout",
+            label: "IDLE_TIMEOUT",
+        },
+    )
+    .await;
+}
+
+/// Waits until the proxy reports `backend` with `ready` ready endpoints.
+async fn wait_ready(proxy: &Proxy, backend: &str, ready: f64) {
+    let labels = [("backend_name", backend), ("state", "ready")];
+    let scrape = proxy
+        .scrape_until(|s| s.get("balancer_endpoints", &labels) == Some(ready))
+        .await;
+    assert_eq!(
+        scrape.get("balancer_endpoints", &labels),
+        Some(ready),
+        "{backend}: {ready} ready endpoint(s)"
+    );
+}
+
+#[tokio::test]
+async fn error_connect_failed() {
+    // The endpoint is up (and probed ready), then goes away: the next connect is refused.
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /gone } }]
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    wait_ready(&proxy, "b", 1.0).await;
+    drop(backend);
+
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let rsp = h1.get("/gone").await.unwrap();
+    assert_eq!(rsp.status(), 502, "connect failed: 502");
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "connect failed");
+    collect(rsp.into_body()).await.unwrap();
+    let labels = [
+        ("route_name", "r"),
+        ("http_status", "502"),
+        ("grpc_status", ""),
+        ("error", "CONNECT_FAILED"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.get(STATUSES, &labels) == Some(1.0))
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &labels),
+        Some(1.0),
+        "CONNECT_FAILED counted: {:#?}",
+        statuses(&scrape)
+    );
+}
+
+#[tokio::test]
+async fn error_connect_failed_grpc() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /x.Y } }]
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    wait_ready(&proxy, "b", 1.0).await;
+    drop(backend);
+
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let rsp = h2.request(grpc_request("/x.Y/Z", &[])).await.unwrap();
+    assert_eq!(rsp.status, StatusCode::OK, "gRPC: 200");
+    assert_eq!(rsp.headers["grpc-status"], "14", "UNAVAILABLE");
+    assert_eq!(rsp.headers["l5d-proxy-error"], "connect failed");
+    let labels = [
+        ("route_name", "r"),
+        ("http_status", "200"),
+        ("grpc_status", "UNAVAILABLE"),
+        ("error", "CONNECT_FAILED"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.get(STATUSES, &labels) == Some(1.0))
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &labels),
+        Some(1.0),
+        "CONNECT_FAILED counted: {:#?}",
+        statuses(&scrape)
+    );
+}
+
+#[tokio::test]
+async fn error_upstream_reset_before_headers() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let reset = [("x-test-reset-before-headers", "ENHANCE_YOUR_CALM")];
+
+    // HTTP/1 client: a 502 naming the reason.
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let req = Request::get("/reset")
+        .header(reset[0].0, reset[0].1)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let rsp = h1.send(req).await.unwrap();
+    assert_eq!(rsp.status(), 502, "HTTP/1: 502");
+    assert_eq!(
+        rsp.headers()["l5d-proxy-error"],
+        "upstream reset (ENHANCE_YOUR_CALM)"
+    );
+
+    // HTTP/2 client: the stream is reset with the same reason, no response.
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let req = Request::get("/reset")
+        .header(reset[0].0, reset[0].1)
+        .body(Bytes::new())
+        .unwrap();
+    let err = h2.request(req).await.expect_err("HTTP/2: reset");
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err}");
+
+    // gRPC client: also a reset; REFUSED_STREAM is forwarded as it is.
+    let err = h2
+        .request(grpc_request(
+            "/x.Y/Z",
+            &[("x-test-reset-before-headers", "REFUSED_STREAM")],
+        ))
+        .await
+        .expect_err("gRPC: reset");
+    assert_eq!(err.reason(), Some(h2::Reason::REFUSED_STREAM), "{err}");
+
+    let h1_labels = [
+        ("route_name", "r"),
+        ("http_status", "502"),
+        ("grpc_status", ""),
+        ("error", "RESET"),
+    ];
+    let reset_labels = [
+        ("route_name", "r"),
+        ("http_status", ""),
+        ("grpc_status", ""),
+        ("error", "RESET"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| {
+            s.get(STATUSES, &h1_labels) == Some(1.0)
+                && s.sum(STATUSES, &[("http_status", ""), ("error", "RESET")]) == 2.0
+        })
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &h1_labels),
+        Some(1.0),
+        "HTTP/1: RESET with 502: {:#?}",
+        statuses(&scrape)
+    );
+    assert_eq!(
+        scrape.sum(STATUSES, &reset_labels[..2]) + 0.0,
+        scrape.sum(STATUSES, &[("route_name", "r"), ("http_status", "")]),
+        "consistency"
+    );
+    assert_eq!(
+        scrape.sum(STATUSES, &[("http_status", ""), ("error", "RESET")]),
+        2.0,
+        "HTTP/2 and gRPC resets: RESET with no status: {:#?}",
+        statuses(&scrape)
+    );
+    let outbound = |reason: &str| {
+        scrape.sum(
+            "http_stream_resets_total",
+            &[("direction", "outbound"), ("reason", reason)],
+        )
+    };
+    assert!(
+        outbound("ENHANCE_YOUR_CALM") >= 1.0 && outbound("REFUSED_STREAM") >= 1.0,
+        "the resets sent are counted: {:?}",
+        scrape
+            .matching("http_stream_resets_total", &[])
+            .collect::<Vec<_>>()
+    );
+}
+
+/// An HTTP/2-only server without extended CONNECT, answering 200 to anything.
+async fn h2_without_extended_connect() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        // Bounded by the test: the task is aborted when the test ends.
+        while let Ok((io, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new()))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                        .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn error_upstream_cannot_tunnel() {
+    let (addr, task) = h2_without_extended_connect().await;
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            addr,
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    wait_ready(&proxy, "b", 1.0).await;
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let req = Request::get("/chat")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let rsp = h1.send(req).await.unwrap();
+    assert_eq!(
+        rsp.status(),
+        502,
+        "upgrade to an h2 backend without extended CONNECT"
+    );
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "upstream cannot tunnel");
+    drop(rsp);
+    let labels = [
+        ("route_name", "r"),
+        ("http_status", "502"),
+        ("grpc_status", ""),
+        ("error", "UNAVAILABLE"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.get(STATUSES, &labels) == Some(1.0))
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &labels),
+        Some(1.0),
+        "UNAVAILABLE counted: {:#?}",
+        statuses(&scrape)
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn error_bad_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    // HTTP/1.1: an authority-form GET, a CONNECT without a port, no Host.
+    for (raw, why) in [
+        (
+            "GET example.com:80 HTTP/1.1\r\nhost: example.com\r\n\r\n",
+            "bad request: authority-form target is only valid for CONNECT",
+        ),
+        (
+            "CONNECT example.com HTTP/1.1\r\nhost: example.com\r\n\r\n",
+            "bad request: CONNECT target must have a port",
+        ),
+        ("GET / HTTP/1.1\r\n\r\n", "bad request: missing host"),
+    ] {
+        let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        io.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut n = 0;
+        // Read the response head (bounded: the buffer, and a timeout).
+        let head = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let m = io.read(&mut buf[n..]).await.unwrap();
+                n += m;
+                if m == 0 || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || n == buf.len() {
+                    break;
+                }
+            }
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        })
+        .await
+        .expect("a response");
+        assert!(
+            head.starts_with("http/1.1 400"),
+            "{raw:?}: 400, got {head:?}"
+        );
+        assert!(
+            head.contains(&format!("l5d-proxy-error: {}\r\n", why.to_lowercase())),
+            "{raw:?}: {why:?} in {head:?}"
+        );
+    }
+
+    // gRPC: an HTTP/2 CONNECT without a port gets trailers-only INVALID_ARGUMENT.
+    let io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(io).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::builder()
+        .method("CONNECT")
+        .uri("example.com")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let mut send = send.ready().await.unwrap();
+    let (rsp, _stream) = send.send_request(req, false).unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), rsp)
+        .await
+        .expect("answered in time")
+        .expect("gRPC bad request answer");
+    conn.abort();
+    assert_eq!(rsp.status(), StatusCode::OK, "gRPC: 200");
+    assert_eq!(rsp.headers()["grpc-status"], "3", "gRPC: INVALID_ARGUMENT");
+    assert_eq!(
+        rsp.headers()["l5d-proxy-error"],
+        "bad request: CONNECT target must have a port"
+    );
+    assert_eq!(backend.request_count(), 0, "bad requests are not forwarded");
+
+    // Bad requests are refused before routing: no route label.
+    let http = [
+        ("route_name", ""),
+        ("http_status", "400"),
+        ("grpc_status", ""),
+        ("error", "BAD_REQUEST"),
+    ];
+    let grpc = [
+        ("route_name", ""),
+        ("http_status", "200"),
+        ("grpc_status", "INVALID_ARGUMENT"),
+        ("error", "BAD_REQUEST"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| {
+            s.get(STATUSES, &http) == Some(3.0) && s.get(GRPC_STATUSES, &grpc) == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &http),
+        Some(3.0),
+        "the three HTTP/1.1 bad requests are counted: {:#?}",
+        statuses(&scrape)
+    );
+    assert_eq!(
+        scrape.get(GRPC_STATUSES, &grpc),
+        Some(1.0),
+        "the gRPC bad request is counted: {:#?}",
+        statuses(&scrape)
+    );
+}
+
+// === graceful shutdown ===
+
+#[tokio::test]
+async fn sigterm_drains_h2_stream_and_exits_zero() {
+    let backend = TestServer::backend().await.unwrap();
+    let mut proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut raw = RawH2::connect(proxy.addr).await;
+    let authority = proxy.addr.to_string();
+    // 10 chunks of 100 bytes, one every 100 ms.
+    raw.send_headers(
+        1,
+        &[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/drip"),
+            (":authority", &authority),
+            ("x-test-drip", "10,100,100"),
+        ],
+        true,
+    )
+    .await;
+    // Wait for the response headers and the first data.
+    let mut frames = vec![];
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(f) = raw.read_frame().await {
+            let data = f.kind == raw_h2::DATA && f.stream == 1;
+            frames.push(f);
+            if data {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(first, Ok(true), "the stream started: {frames:?}");
+
+    proxy.sigterm();
+    let (rest, ended) = raw.read_to_end(Duration::from_secs(10)).await;
+    frames.extend(rest);
+    assert!(ended, "the proxy closed the connection after the stream");
+    let goaway = frames
+        .iter()
+        .position(|f| f.kind == raw_h2::GOAWAY)
+        .unwrap_or_else(|| panic!("a GOAWAY was sent: {frames:?}"));
+    assert_eq!(frames[goaway].error_code(), Some(0), "GOAWAY(NO_ERROR)");
+    let data: usize = frames
+        .iter()
+        .filter(|f| f.kind == raw_h2::DATA && f.stream == 1)
+        .map(|f| f.payload.len())
+        .sum();
+    assert_eq!(data, 1000, "the in-flight stream got its whole body");
+    assert!(
+        frames.iter().any(|f| f.closes(1) && f.kind == raw_h2::DATA),
+        "the stream ended with END_STREAM, not a reset: {frames:?}"
+    );
+    assert!(
+        frames[goaway..]
+            .iter()
+            .any(|f| f.kind == raw_h2::DATA && f.stream == 1),
+        "data kept flowing after the GOAWAY"
+    );
+
+    // New connections are refused once the listener is closed.
+    let refused = tokio::net::TcpStream::connect(proxy.addr).await;
+    assert!(refused.is_err(), "new connections are refused");
+
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy exited");
+    assert_eq!(status.code(), Some(0), "exit code 0 after SIGTERM");
+}
+
+// === --check ===
+
+#[test]
+fn check_accepts_the_example_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/proxy.yaml");
+    let (code, stdout, stderr) = run_proxy(&["--check", path]);
+    assert_eq!(code, 0, "--check exits 0; stderr: {stderr}");
+    assert!(stdout.contains("config ok"), "a summary: {stdout}");
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_line_column_and_path() {
+    let dir = support::tempdir::TempDir::new();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "backends:
+  - name: web
+    endpoints: [127.0.0.1:8080]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{ name: nope }]
+",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    for args in [vec!["--check", "--config", path], vec!["--config", path]] {
+        let (code, _, stderr) = run_proxy(&args);
+        assert_eq!(code, 2, "{args:?}: exit 2; stderr: {stderr}");
+        let want = format!("{path}:7:31: routes[0].rules[0].backendRefs[0].name");
+        assert!(
+            stderr.contains(&want),
+            "{args:?}: the error names {want:?}: {stderr}"
+        );
+    }
+    let missing = dir.path().join("missing.yaml");
+    let (code, _, stderr) = run_proxy(&["--config", missing.to_str().unwrap()]);
+    assert_eq!(code, 2, "a missing file exits 2");
+    assert!(
+        stderr.contains(missing.to_str().unwrap()),
+        "names the path: {stderr}"
+    );
+}
