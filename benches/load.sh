@@ -634,7 +634,7 @@ main() {
         echo "## linkerd-http load benchmark"
         echo
         echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); nproc: $(nproc); CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-        echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+        echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown) ($(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | wc -l) tracked files modified in the work tree)"
         echo "- settings: DURATION=${DURATION_S}s RUNS=$RUNS H2_REQUESTS=$H2_REQUESTS CONNS=$CONNS STREAMS=$STREAMS; proxy under test on core $PROXY_CORE, load generator + backend on core $LOAD_CORE"
         echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo
