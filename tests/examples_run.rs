@@ -108,3 +108,17 @@ fn instrumented_server_logs_counts_and_times_out() {
         "the metrics counted the timeout once:\n{err}"
     );
 }
+
+#[test]
+fn grpc_retry_recovers_from_unavailable() {
+    let (ok, out, err) = run("grpc_retry");
+    assert!(ok, "grpc_retry failed:\n{out}\n{err}");
+    assert!(
+        out.contains("reply: hello, linkerd-http (call 2)"),
+        "the second call answered:\n{out}"
+    );
+    assert!(
+        out.contains("metrics: requests OK 1, retries 1, retry successes 1"),
+        "one request, one retry, counted by the gRPC route metrics:\n{out}"
+    );
+}
