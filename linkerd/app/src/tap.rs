@@ -3,7 +3,7 @@
 //!
 //! [`TapLayer`] sits next to the access log (it reads the same response extensions: the
 //! route, the backend and the attempts through
-//! [`ReadRouteInfo`](linkerd_http_access_log::ReadRouteInfo), the final class through
+//! [`ReadRouteInfo`], the final class through
 //! `linkerd_http_classify::FinalClass`) and writes one [`TapEvent`] per sampled request when
 //! its response body ends, fails or is dropped.
 //!
