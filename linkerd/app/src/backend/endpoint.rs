@@ -191,6 +191,14 @@ impl tower::Service<Request<BoxBody>> for Endpoint {
                         health.mark_failed();
                         return Err(ProxyError::connect_failed().with_source(error).into());
                     }
+                    if closed_before_response(&error) {
+                        // The request was sent and the upstream closed the connection without
+                        // answering: it may have been processed, so it is not retried; the
+                        // client sees an upstream reset (HTTP/1: 502; HTTP/2: RST_STREAM).
+                        return Err(ProxyError::reset(h2::Reason::INTERNAL_ERROR)
+                            .with_source(error)
+                            .into());
+                    }
                     if refused_by_goaway(&error) {
                         // Safe to retry: report it as REFUSED_STREAM (retried by retry
                         // policies; an HTTP/2 client gets RST_STREAM(REFUSED_STREAM)).
@@ -214,6 +222,20 @@ fn bodiless_copy(req: &Request<BoxBody>) -> Request<BoxBody> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     copy
+}
+
+/// Whether hyper reports that an HTTP/1 upstream closed the connection before a response.
+fn closed_before_response(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    // An error chain is finite; the bound guards against a cyclic one.
+    for _ in 0..32 {
+        let Some(e) = next else { return false };
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message();
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Whether the upstream refused the stream with a graceful GOAWAY (`NO_ERROR`) naming a lower
