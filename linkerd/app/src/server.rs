@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -158,20 +158,44 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+    type Future = NormalizeFuture<S::Future>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // hyper-util clones this service for each request and drives it as a oneshot, so the
+        // inner service is readied and called in place: no second clone per request.
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
-        let svc = self.inner.clone();
-        Box::pin(async move {
-            let rsp = svc.oneshot(req).await?;
-            Ok(normalize(head, rsp))
-        })
+        NormalizeFuture {
+            inner: self.inner.call(req),
+            head,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of the normaliser.
+    #[derive(Debug)]
+    pub struct NormalizeFuture<F> {
+        #[pin]
+        inner: F,
+        head: bool,
+    }
+}
+
+impl<F> Future for NormalizeFuture<F>
+where
+    F: Future<Output = Result<Response<BoxBody>, BoxError>>,
+{
+    type Output = Result<Response<BoxBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let rsp = std::task::ready!(this.inner.poll(cx))?;
+        Poll::Ready(Ok(normalize(*this.head, rsp)))
     }
 }
 

@@ -38,7 +38,7 @@ use std::{
 };
 use tower::{
     Layer, Service, ServiceBuilder, ServiceExt,
-    util::{BoxCloneService, BoxCloneSyncService},
+    util::{BoxCloneService, BoxCloneSyncService, Either},
 };
 
 /// The proxy's whole service, as the server edge calls it.
@@ -113,7 +113,6 @@ pub fn build(
         .layer(AccessLogLayer::new(access_log))
         .layer(TapLayer::new(tap.clone()))
         .layer(ClassifyLayer::default())
-        .map_response(|rsp: Response<_>| rsp.map(box_body))
         .layer(ErrorMapLayer)
         .layer(EdgeMetricsLayer::new(metrics.clone()))
         .layer(UpgradeLayer::new(tunnels.clone()))
@@ -181,7 +180,9 @@ fn rule_stack(
     let families = metrics.route_families(rule.is_grpc());
     let policy = rule.policy();
 
-    let split_backends: Vec<(BackendName, u32, Inner<BoxBody>)> = rule
+    // One concrete type per rule, boxed once at the end: every nested box would cost an
+    // allocation per request (the router and the retry layer clone their inner services).
+    let split_backends: Vec<_> = rule
         .backends()
         .iter()
         .filter_map(|r| {
@@ -189,10 +190,10 @@ fn rule_stack(
             // The pooled HTTP/2 client does not expose the upstream's extended CONNECT
             // setting: tunnels to an `http2` backend are answered 502 `upstream cannot
             // tunnel` (DESIGN.md 4.1) rather than sent as a plain request.
-            let handle: Inner<BoxBody> = if http2.contains(r.name.as_str()) {
-                BoxCloneSyncService::new(ExtendedConnect::new(handle, ConnectProtocolFlag::new()))
+            let handle = if http2.contains(r.name.as_str()) {
+                Either::Left(ExtendedConnect::new(handle, ConnectProtocolFlag::new()))
             } else {
-                BoxCloneSyncService::new(handle)
+                Either::Right(handle)
             };
             let svc = ServiceBuilder::new()
                 .map_response(|rsp: Response<_>| rsp.map(box_body))
@@ -201,15 +202,16 @@ fn rule_stack(
                     metrics.clone(),
                 )))
                 .service(handle);
-            Some((r.name.clone(), r.weight, BoxCloneSyncService::new(svc)))
+            Some((r.name.clone(), r.weight, svc))
         })
         .collect();
-    let split: Inner<BoxBody> = match WeightedSplit::new(split_backends, rng.clone()) {
-        Ok(split) => BoxCloneSyncService::new(split),
+    let Ok(split) = WeightedSplit::new(split_backends, rng.clone()) else {
         // The router answers rules without backends itself; this is never called.
-        Err(_) => BoxCloneSyncService::new(tower::service_fn(|_req: Request<BoxBody>| async {
-            Err::<Response<BoxBody>, BoxError>(ProxyError::no_backends().into())
-        })),
+        return BoxCloneSyncService::new(tower::service_fn(
+            |_req: Request<MirrorBody<BoxBody>>| async {
+                Err::<Response<BoxBody>, BoxError>(ProxyError::no_backends().into())
+            },
+        ));
     };
 
     let timeouts = policy.timeouts.clone().unwrap_or_default();
@@ -223,41 +225,22 @@ fn rule_stack(
         stream.idle = nonzero(st.idle);
     }
 
-    let retry = policy.retry.as_ref().map(|r| {
-        let mut p = RetryPolicy::default();
-        p.max_retries = r.attempts.unwrap_or(1);
-        p.codes = r.http_codes.iter().fold(StatusRanges::empty(), |s, c| {
-            s.with_range(c.as_u16(), c.as_u16())
-        });
-        p.grpc_codes = r.grpc_codes.iter().copied().collect::<GrpcCodes>();
-        let min = r.backoff.unwrap_or(Duration::from_millis(25));
-        let max = r.max_backoff.unwrap_or(Duration::from_millis(250)).max(min);
-        if let Ok(b) = ExponentialBackoff::try_new(min, max, 0.5) {
-            p.backoff = b;
-        }
-        if let Some(n) = r.max_request_bytes {
-            p.max_request_bytes = usize::try_from(n).unwrap_or(usize::MAX);
-        }
-        p.per_try_timeout = backend_request;
-        if r.budget_ratio.is_some() || r.budget_min_per_second.is_some() {
-            let ratio = r.budget_ratio.unwrap_or(0.2);
-            let min = r.budget_min_per_second.unwrap_or(10);
-            p.budget = Budget::new(ratio, min).ok().map(Arc::new);
-        }
-        p
-    });
+    let retry = policy
+        .retry
+        .as_ref()
+        .map(|r| retry_policy(r, backend_request));
 
-    let attempt: Inner<BoxBody> = match (&retry, backend_request) {
-        (None, Some(timeout)) => BoxCloneSyncService::new(AttemptTimeout {
+    let attempt = match (&retry, backend_request) {
+        (None, Some(timeout)) => Either::Left(AttemptTimeout {
             inner: split,
             timeout,
         }),
-        _ => split,
+        _ => Either::Right(split),
     };
-    let retried: Inner<BoxBody> = match retry {
-        Some(policy) => BoxCloneSyncService::new(
+    let retried = match retry {
+        Some(policy) => Either::Left(
             ServiceBuilder::new()
-                .map_request(move |mut req: Request<BoxBody>| {
+                .map_request(move |mut req: Request<RuleBody>| {
                     req.extensions_mut().insert(policy.clone());
                     req
                 })
@@ -266,7 +249,11 @@ fn rule_stack(
                 .map_request(|req: Request<_>| req.map(box_body))
                 .service(attempt),
         ),
-        None => attempt,
+        None => Either::Right(
+            ServiceBuilder::new()
+                .map_request(|req: Request<RuleBody>| req.map(box_body))
+                .service(attempt),
+        ),
     };
 
     let svc = ServiceBuilder::new()
@@ -277,11 +264,40 @@ fn rule_stack(
             rsp
         })
         .layer(families.route_layer(route_name))
-        .map_response(|rsp: Response<_>| rsp.map(box_body))
         .layer(StreamTimeoutsLayer::new(stream))
-        .map_request(|req: Request<_>| req.map(box_body))
         .service(retried);
     BoxCloneSyncService::new(svc)
+}
+
+/// The request body inside a rule's stack (after stream timeouts).
+type RuleBody = linkerd_http_stream_timeouts::RequestBody<MirrorBody<BoxBody>>;
+
+/// The retry policy of a rule's `retry` block; `backendRequest` is its per-try timeout.
+fn retry_policy(
+    r: &linkerd_http_route::config::Retry,
+    backend_request: Option<Duration>,
+) -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    p.max_retries = r.attempts.unwrap_or(1);
+    p.codes = r.http_codes.iter().fold(StatusRanges::empty(), |s, c| {
+        s.with_range(c.as_u16(), c.as_u16())
+    });
+    p.grpc_codes = r.grpc_codes.iter().copied().collect::<GrpcCodes>();
+    let min = r.backoff.unwrap_or(Duration::from_millis(25));
+    let max = r.max_backoff.unwrap_or(Duration::from_millis(250)).max(min);
+    if let Ok(b) = ExponentialBackoff::try_new(min, max, 0.5) {
+        p.backoff = b;
+    }
+    if let Some(n) = r.max_request_bytes {
+        p.max_request_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    p.per_try_timeout = backend_request;
+    if r.budget_ratio.is_some() || r.budget_min_per_second.is_some() {
+        let ratio = r.budget_ratio.unwrap_or(0.2);
+        let min = r.budget_min_per_second.unwrap_or(10);
+        p.budget = Budget::new(ratio, min).ok().map(Arc::new);
+    }
+    p
 }
 
 /// Records HTTP/2 resets in `http_stream_resets_total`.
