@@ -63,7 +63,7 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+    type Future = EdgeFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -76,37 +76,99 @@ where
             .copied()
             .unwrap_or_else(|| Protocol::of(&req));
         let classifier = req.extensions().get::<ResponseClassifier>().copied();
-        let metrics = self.metrics.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let rsp = fut.await?;
-            if rsp.extensions().get::<RouteRecorded>().is_some() {
-                return Ok(rsp);
-            }
-            let (route, grpc) = match rsp.extensions().get::<RouteMatch>() {
-                Some(m) => (m.route_name_arc().clone(), m.is_grpc()),
-                None => (Arc::<str>::from(""), protocol == Protocol::Grpc),
-            };
-            // The route layer reads the protocol and classifier from the request it wraps.
-            let mut probe = Request::new(());
-            probe.extensions_mut().insert(protocol);
-            if let Some(c) = classifier {
-                probe.extensions_mut().insert(c);
-            }
-            let mut answer = Some(rsp);
-            let recorded = metrics
-                .route_families(grpc)
-                .route_layer(route)
-                .layer(tower::service_fn(move |_: Request<()>| {
-                    // Called once (oneshot); a second call would be a bug: answer 500.
-                    let rsp = answer.take().ok_or_else(ProxyError::internal);
-                    std::future::ready(rsp)
-                }))
-                .oneshot(probe)
-                .await?;
-            Ok(recorded.map(box_body))
-        })
+        EdgeFuture {
+            inner: self.inner.call(req),
+            protocol,
+            classifier,
+            metrics: Some(self.metrics.clone()),
+            record: None,
+        }
     }
+}
+
+/// A boxed recording future, for the rare answers no rule recorded.
+type RecordFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`EdgeMetrics`]: passes recorded responses through as they are;
+    /// records the others.
+    pub struct EdgeFuture<F> {
+        #[pin]
+        inner: F,
+        protocol: Protocol,
+        classifier: Option<ResponseClassifier>,
+        metrics: Option<Arc<Metrics>>,
+        record: Option<RecordFuture>,
+    }
+}
+
+impl<F> std::fmt::Debug for EdgeFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeFuture")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response<BoxBody>, BoxError>>,
+{
+    type Output = Result<Response<BoxBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if let Some(record) = this.record.as_mut() {
+                return record.as_mut().poll(cx);
+            }
+            let rsp = std::task::ready!(this.inner.as_mut().poll(cx))?;
+            if rsp.extensions().get::<RouteRecorded>().is_some() {
+                return Poll::Ready(Ok(rsp));
+            }
+            let metrics = this
+                .metrics
+                .take()
+                .expect("EdgeFuture polled after completion");
+            *this.record = Some(Box::pin(record(
+                rsp,
+                *this.protocol,
+                *this.classifier,
+                metrics,
+            )));
+        }
+    }
+}
+
+/// Records an answer no rule recorded in the route families, and returns it.
+async fn record(
+    rsp: Response<BoxBody>,
+    protocol: Protocol,
+    classifier: Option<ResponseClassifier>,
+    metrics: Arc<Metrics>,
+) -> Result<Response<BoxBody>, BoxError> {
+    let (route, grpc) = match rsp.extensions().get::<RouteMatch>() {
+        Some(m) => (m.route_name_arc().clone(), m.is_grpc()),
+        None => (Arc::<str>::from(""), protocol == Protocol::Grpc),
+    };
+    // The route layer reads the protocol and classifier from the request it wraps.
+    let mut probe = Request::new(());
+    probe.extensions_mut().insert(protocol);
+    if let Some(c) = classifier {
+        probe.extensions_mut().insert(c);
+    }
+    let mut answer = Some(rsp);
+    let recorded = metrics
+        .route_families(grpc)
+        .route_layer(route)
+        .layer(tower::service_fn(move |_: Request<()>| {
+            // Called once (oneshot); a second call would be a bug: answer 500.
+            let rsp = answer.take().ok_or_else(ProxyError::internal);
+            std::future::ready(rsp)
+        }))
+        .oneshot(probe)
+        .await?;
+    Ok(recorded.map(box_body))
 }
 
 /// The error of a request a rule's stack served: the inner error (its

@@ -45,7 +45,7 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+    type Future = ErrorMapFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -58,19 +58,43 @@ where
             .copied()
             .unwrap_or_else(|| Protocol::of(&req));
         let h2 = req.version() == Version::HTTP_2;
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match fut.await {
-                Ok(rsp) => Ok(rsp),
-                Err(error) => {
-                    let mut answer = map_error(&*error, protocol, h2);
-                    if let Ok(rsp) = &mut answer {
-                        crate::edge_metrics::annotate_answer(&*error, rsp.extensions_mut());
-                    }
-                    answer
+        ErrorMapFuture {
+            inner: self.inner.call(req),
+            protocol,
+            h2,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ErrorMap`].
+    #[derive(Debug)]
+    pub struct ErrorMapFuture<F> {
+        #[pin]
+        inner: F,
+        protocol: Protocol,
+        h2: bool,
+    }
+}
+
+impl<F> Future for ErrorMapFuture<F>
+where
+    F: Future<Output = Result<Response<BoxBody>, BoxError>>,
+{
+    type Output = Result<Response<BoxBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match std::task::ready!(this.inner.poll(cx)) {
+            Ok(rsp) => Poll::Ready(Ok(rsp)),
+            Err(error) => {
+                let mut answer = map_error(&*error, *this.protocol, *this.h2);
+                if let Ok(rsp) = &mut answer {
+                    crate::edge_metrics::annotate_answer(&*error, rsp.extensions_mut());
                 }
+                Poll::Ready(answer)
             }
-        })
+        }
     }
 }
 

@@ -110,7 +110,10 @@ impl BackendHandle {
 impl Service<Request<BoxBody>> for BackendHandle {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+    type Future = futures_util::future::Either<
+        tower::buffer::future::ResponseFuture<BoxFuture>,
+        std::future::Ready<Result<Response<BoxBody>, BoxError>>,
+    >;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Readiness is decided per request in `call`: a full queue sheds the request.
@@ -118,17 +121,14 @@ impl Service<Request<BoxBody>> for BackendHandle {
     }
 
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
-        let mut buffer = self.buffer.clone();
+        use futures_util::future::Either;
         // Shed at once when the queue has no free slot.
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        match buffer.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => {
-                let fut = buffer.call(req);
-                Box::pin(fut)
-            }
-            Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
-            Poll::Pending => Box::pin(std::future::ready(Err(ProxyError::load_shed().into()))),
+        match self.buffer.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Either::Left(self.buffer.call(req)),
+            Poll::Ready(Err(e)) => Either::Right(std::future::ready(Err(e))),
+            Poll::Pending => Either::Right(std::future::ready(Err(ProxyError::load_shed().into()))),
         }
     }
 }
