@@ -72,8 +72,18 @@ pub fn build(
         .map(|b| (b.name.clone(), backend(b)))
         .collect();
 
-    let http = routes.http.to_vec();
-    let grpc = routes.grpc.to_vec();
+    // The router inserts the rule's policy into every request: an `Arc` makes that a
+    // reference-count bump instead of a deep clone.
+    let http = routes
+        .http
+        .iter()
+        .map(|r| r.clone().map_policy(Arc::new))
+        .collect();
+    let grpc = routes
+        .grpc
+        .iter()
+        .map(|r| r.clone().map_policy(Arc::new))
+        .collect();
     let table = RouteTable::new(http, grpc).map_err(|errors| {
         errors
             .iter()
@@ -103,7 +113,7 @@ pub fn build(
         .with_listen_port(config.listen.port())
         .with_mirror(mirror)
         .with_rng(rng)
-        .layer(move |rule: &Rule<RuleExtensions>| {
+        .layer(move |rule: &Rule<Arc<RuleExtensions>>| {
             rule_stack(rule, &make_metrics, &make_backends, &http2, &split_rng)
         });
 
@@ -170,7 +180,7 @@ fn backend(b: &BackendConfig) -> BackendHandle {
 /// The per-rule stack: route metrics -> stream timeouts -> (per-try timeout) -> retry ->
 /// weighted split over the rule's backends.
 fn rule_stack(
-    rule: &Rule<RuleExtensions>,
+    rule: &Rule<Arc<RuleExtensions>>,
     metrics: &Arc<Metrics>,
     backends: &HashMap<String, BackendHandle>,
     http2: &HashSet<String>,
