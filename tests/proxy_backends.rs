@@ -1,0 +1,230 @@
+//! Backends through the real binary (issue: endpoints, load balancing, fail-fast): all
+//! endpoints down answers 503 `no endpoints` fast, a full queue answers 503 `unavailable`, for
+//! HTTP and gRPC clients, with their metric `error` labels; `balancer_endpoints` shows states.
+
+mod support;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use linkerd_http_test_util::{H2Client, HttpClient, TestServer, collect};
+use std::{net::SocketAddr, time::Duration};
+use support::Proxy;
+
+const STATUSES: &str = "outbound_http_route_request_statuses_total";
+const GRPC_STATUSES: &str = "outbound_grpc_route_request_statuses_total";
+
+fn refused_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn config(endpoints: &str, fail_fast: &str, queue: usize) -> String {
+    format!(
+        "backends:
+  - name: b
+    protocol: http1
+    endpoints: [{endpoints}]
+    failFast: {fail_fast}
+    queue: {queue}
+routes:
+  - name: web
+    rules:
+      - backendRefs: [{{ name: b }}]
+"
+    )
+}
+
+fn grpc_request() -> Request<Bytes> {
+    Request::post("/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Bytes::from_static(&[0, 0, 0, 0, 0]))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_endpoints_down_fails_fast_for_http_and_grpc() {
+    let down = refused_addr();
+    let proxy = Proxy::start(&config(&down.to_string(), "100ms", 100), &[]);
+
+    let mut http = HttpClient::http1(proxy.addr).await.unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), http.get("/x"))
+        .await
+        .expect("fail-fast answers well before the client's 5 s deadline")
+        .unwrap();
+    assert_eq!(rsp.status(), 503, "no ready endpoint: 503");
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "no endpoints");
+    collect(rsp.into_body()).await.unwrap();
+
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), h2.request(grpc_request()))
+        .await
+        .expect("gRPC fail-fast answers before the deadline")
+        .unwrap();
+    assert_eq!(rsp.status, 200, "gRPC errors are trailers-only 200s");
+    assert_eq!(rsp.headers["grpc-status"], "14", "UNAVAILABLE");
+    assert_eq!(rsp.headers["l5d-proxy-error"], "no endpoints");
+
+    let http_labels = [
+        ("route_name", "web"),
+        ("http_status", "503"),
+        ("grpc_status", ""),
+        ("error", "NO_ENDPOINTS"),
+    ];
+    let grpc_labels = [
+        ("route_name", "web"),
+        ("http_status", "200"),
+        ("grpc_status", "UNAVAILABLE"),
+        ("error", "NO_ENDPOINTS"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| {
+            s.get(STATUSES, &http_labels) == Some(1.0)
+                && (s.get(STATUSES, &grpc_labels) == Some(1.0)
+                    || s.get(GRPC_STATUSES, &grpc_labels) == Some(1.0))
+        })
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &http_labels),
+        Some(1.0),
+        "HTTP request counted with error=NO_ENDPOINTS"
+    );
+    assert!(
+        scrape.get(STATUSES, &grpc_labels) == Some(1.0)
+            || scrape.get(GRPC_STATUSES, &grpc_labels) == Some(1.0),
+        "gRPC request counted with error=NO_ENDPOINTS"
+    );
+    assert_eq!(
+        scrape.get(
+            "balancer_endpoints",
+            &[("backend_name", "b"), ("state", "pending")]
+        ),
+        Some(1.0),
+        "the refusing endpoint is pending"
+    );
+    assert_eq!(
+        scrape.get(
+            "balancer_endpoints",
+            &[("backend_name", "b"), ("state", "ready")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_backend_answers_no_endpoints_at_once() {
+    let proxy = Proxy::start(&config("", "30s", 100), &[]);
+    let mut http = HttpClient::http1(proxy.addr).await.unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), http.get("/x"))
+        .await
+        .expect("an empty endpoint set answers at once, not after failFast")
+        .unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "no endpoints");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_sheds_load_for_http_and_grpc() {
+    // Endpoints never become ready and fail-fast is far away: requests wait in the queue of 1.
+    let down = refused_addr();
+    let proxy = Proxy::start(&config(&down.to_string(), "30s", 1), &[]);
+
+    // Three concurrent requests: one takes the queue's only slot and waits; the others are
+    // shed at once.
+    let addr = proxy.addr;
+    let mut tasks = vec![];
+    for i in 0..3 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = HttpClient::http1(addr).await.unwrap();
+            let rsp = tokio::time::timeout(Duration::from_secs(3), c.get(&format!("/r{i}"))).await;
+            rsp.ok().map(|r| {
+                let r = r.unwrap();
+                (r.status(), r.headers().get("l5d-proxy-error").cloned())
+            })
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut shed = 0;
+    for t in tasks {
+        if let Some((status, reason)) = t.await.unwrap() {
+            assert_eq!(status, 503, "an answered request was shed");
+            assert_eq!(reason.unwrap(), "unavailable");
+            shed += 1;
+        }
+    }
+    assert!(shed >= 1, "requests beyond the queue are shed at once");
+    let waiting = tokio::spawn(async move {
+        let mut c = HttpClient::http1(addr).await.unwrap();
+        let _ = c.get("/waits").await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), h2.request(grpc_request()))
+        .await
+        .expect("gRPC load shed answers at once")
+        .unwrap();
+    assert_eq!(rsp.headers["grpc-status"], "14", "UNAVAILABLE");
+    assert_eq!(rsp.headers["l5d-proxy-error"], "unavailable");
+
+    let http_labels = [
+        ("route_name", "web"),
+        ("http_status", "503"),
+        ("grpc_status", ""),
+        ("error", "LOAD_SHED"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.get(STATUSES, &http_labels).is_some())
+        .await;
+    assert!(
+        scrape.get(STATUSES, &http_labels).unwrap_or(0.0) >= 1.0,
+        "HTTP load shed counted with error=LOAD_SHED"
+    );
+    waiting.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_endpoint_beside_a_healthy_one_never_fails_a_request() {
+    let good = TestServer::backend().await.unwrap();
+    let bad = refused_addr();
+    let proxy = Proxy::start(&config(&format!("{}, {bad}", good.addr()), "3s", 100), &[]);
+    let mut http = HttpClient::http1(proxy.addr).await.unwrap();
+    let mut failures = 0;
+    for _ in 0..50 {
+        let req = Request::get("/ok").body(Full::<Bytes>::default()).unwrap();
+        let rsp = http.send(req).await.unwrap();
+        if rsp.status() != 200 {
+            failures += 1;
+        }
+        collect(rsp.into_body()).await.unwrap();
+    }
+    // K = 0: an endpoint takes traffic only once it has connected.
+    assert_eq!(
+        failures, 0,
+        "no request fails while one endpoint is healthy"
+    );
+    let scrape = proxy
+        .scrape_until(|s| {
+            s.get(
+                "balancer_endpoints",
+                &[("backend_name", "b"), ("state", "pending")],
+            ) == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        scrape.get(
+            "balancer_endpoints",
+            &[("backend_name", "b"), ("state", "ready")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.get(
+            "balancer_endpoints",
+            &[("backend_name", "b"), ("state", "pending")]
+        ),
+        Some(1.0),
+        "the refusing endpoint shows as pending"
+    );
+}
