@@ -268,3 +268,76 @@ async fn works_with_collect() {
     assert_eq!(collected.to_bytes(), "hello");
     assert_eq!(kinds(&seen), [EosKind::Trailers]);
 }
+
+/// The same paths with the shared scripted body of `linkerd-http-test-util`.
+mod with_mock_body {
+    use super::*;
+    use linkerd_http_test_util::{BoxError, MockBody};
+
+    fn wrap(body: MockBody) -> (EosBody<MockBody, impl OnEos<BoxError>>, Seen) {
+        let seen: Seen = Default::default();
+        let slot = seen.clone();
+        let body = EosBody::new(body, move |eos: Eos<'_, BoxError>| {
+            let detail = eos
+                .error()
+                .and_then(|e| e.downcast_ref::<h2::Error>())
+                .and_then(h2::Error::reason)
+                .map(|r| format!("{r:?}"));
+            slot.lock().unwrap().push((eos.kind(), detail));
+        });
+        (body, seen)
+    }
+
+    #[test]
+    fn pending_then_error_by_reference() {
+        let (mut body, seen) = wrap(
+            MockBody::new()
+                .pending()
+                .data("a")
+                .pending()
+                .error(h2::Error::from(h2::Reason::CANCEL)),
+        );
+        let (frames, pendings) = drain(&mut body);
+        assert_eq!(frames, ["data", "error"]);
+        assert_eq!(pendings, 2);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(EosKind::Error, Some("CANCEL".to_owned()))],
+            "the error reaches the callback by reference, its reason intact"
+        );
+    }
+
+    #[test]
+    fn exact_size_ends_on_last_data_and_forwards_hints() {
+        let (mut body, seen) = wrap(
+            MockBody::new()
+                .data("abc")
+                .pending()
+                .data("de")
+                .with_exact_size(5),
+        );
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let _ = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(
+            body.size_hint().exact(),
+            Some(2),
+            "hint after a partial read"
+        );
+        let _ = Pin::new(&mut body).poll_frame(&mut cx); // Pending
+        let _ = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(body.is_end_stream());
+        assert_eq!(kinds(&seen), [EosKind::End], "ends on the last data frame");
+    }
+
+    #[test]
+    fn empty_mock_fires_in_constructor_and_drop_fires_cancel() {
+        let (_body, seen) = wrap(MockBody::new());
+        assert_eq!(kinds(&seen), [EosKind::End]);
+        let (body, seen) = wrap(MockBody::new().data("x").trailers(HeaderMap::new()));
+        drop(body);
+        assert_eq!(kinds(&seen), [EosKind::Cancelled]);
+    }
+}
