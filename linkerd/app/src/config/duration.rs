@@ -58,20 +58,102 @@ pub fn parse_duration(s: &str) -> Result<Duration, InvalidDuration> {
 
 /// Formats a duration in Gateway API syntax (the inverse of [`parse_duration`] for durations
 /// of whole milliseconds that fit the grammar).
+///
+/// The canonical form (`1h2m3s4ms`) is used whenever its hour count has at most five digits;
+/// longer durations that the grammar can still express (up to four components, repeats
+/// allowed, such as `99999h99999h99999m99999ms`) get the fewest components that add up.
 pub fn format_duration(d: Duration) -> String {
-    let mut ms = d.as_millis();
+    let ms = d.as_millis();
     if ms == 0 {
         return "0s".to_owned();
     }
-    let mut out = String::new();
-    for (per, unit) in [(3_600_000u128, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")] {
-        let n = ms / per;
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
-            ms -= n * per;
+    let canonical = || {
+        let mut rest = ms;
+        let mut out = String::new();
+        for (per, unit) in UNITS {
+            let n = rest / per;
+            if n > 0 {
+                out.push_str(&format!("{n}{unit}"));
+                rest -= n * per;
+            }
+        }
+        out
+    };
+    if ms / UNITS[0].0 <= MAX_COMPONENT {
+        return canonical();
+    }
+    // Try every split of at most four components among the units; keep the shortest.
+    let mut best: Option<Vec<(u128, &str)>> = None;
+    for n_h in 0..=4u128 {
+        for n_m in 0..=4 - n_h {
+            for n_s in 0..=4 - n_h - n_m {
+                for n_ms in 0..=4 - n_h - n_m - n_s {
+                    let Some(parts) = split(ms, [n_h, n_m, n_s, n_ms]) else {
+                        continue;
+                    };
+                    if best.as_ref().is_none_or(|b| parts.len() < b.len()) {
+                        best = Some(parts);
+                    }
+                }
+            }
         }
     }
-    out
+    match best {
+        Some(parts) => parts.iter().map(|(n, u)| format!("{n}{u}")).collect(),
+        // Longer than the grammar can express: nothing parses to it.
+        None => canonical(),
+    }
+}
+
+/// The units, largest first, with their length in milliseconds.
+const UNITS: [(u128, &str); 4] = [(3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")];
+/// The largest number one component may hold (five digits).
+const MAX_COMPONENT: u128 = 99_999;
+
+/// Writes `ms` with `counts[i]` components of `UNITS[i]`, if possible: from the smallest unit
+/// up, each unit takes as much as its components hold while leaving a multiple of the next
+/// larger unit in use; the largest unit in use takes the rest. Components are in descending
+/// unit order, each at most five digits, zeros left out.
+fn split(ms: u128, counts: [u128; 4]) -> Option<Vec<(u128, &'static str)>> {
+    let mut totals = [0u128; 4];
+    let mut rest = ms;
+    for i in (0..4).rev() {
+        if counts[i] == 0 {
+            continue;
+        }
+        let per = UNITS[i].0;
+        let cap = counts[i] * MAX_COMPONENT * per;
+        let larger = (0..i).rev().find(|&j| counts[j] > 0).map(|j| UNITS[j].0);
+        let take = match larger {
+            // Leave a multiple of the larger unit; take as much as fits.
+            Some(next) => {
+                let residue = rest % next;
+                if !residue.is_multiple_of(per) || residue > cap.min(rest) {
+                    return None;
+                }
+                residue + (cap.min(rest) - residue) / next * next
+            }
+            None => rest,
+        };
+        if !take.is_multiple_of(per) || take > cap {
+            return None;
+        }
+        totals[i] = take / per;
+        rest -= take;
+    }
+    if rest != 0 {
+        return None;
+    }
+    let mut parts = vec![];
+    for (i, total) in totals.into_iter().enumerate() {
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(MAX_COMPONENT);
+            parts.push((n, UNITS[i].1));
+            left -= n;
+        }
+    }
+    Some(parts)
 }
 
 impl fmt::Display for InvalidDuration {
@@ -139,7 +221,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn formats_long_durations_that_the_grammar_expresses() {
+        for text in [
+            "99ms989m989ms99989h",
+            "99999h99999h99999m99999ms",
+            "99999h99999h99999h99999h",
+            "99999h1h99999s99999ms",
+        ] {
+            let d = parse_duration(text).expect("valid");
+            let formatted = format_duration(d);
+            assert_eq!(parse_duration(&formatted), Ok(d), "{text} -> {formatted}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn long_durations_round_trip(parts in proptest::collection::vec((0u64..100_000, 0usize..4), 1..=4)) {
+            let text: String = parts
+                .iter()
+                .map(|(n, u)| format!("{n}{}", ["h", "m", "s", "ms"][*u]))
+                .collect();
+            let d = parse_duration(&text).expect("valid by construction");
+            let formatted = format_duration(d);
+            prop_assert_eq!(parse_duration(&formatted), Ok(d), "{} -> {}", text, formatted);
+        }
+
         #[test]
         fn round_trips(h in 0u64..99, m in 0u64..60, s in 0u64..60, ms in 0u64..1000) {
             let d = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
