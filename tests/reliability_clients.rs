@@ -71,7 +71,7 @@ fn paths_seen(backend: &TestServer, path: &str) -> usize {
 async fn malformed_http1_requests_are_rejected() {
     let backend = TestServer::backend().await.expect("backend");
     let (proxy, baseline) = setup(&backend).await;
-    let good = GoodTraffic::start(proxy.addr, "/good");
+    let good = GoodTraffic::start(proxy.addr, "/good").await;
 
     let many_headers: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
     let huge_header = format!("x-big: {}\r\n", "a".repeat(512 * 1024));
@@ -148,7 +148,7 @@ async fn malformed_http1_requests_are_rejected() {
 async fn content_length_with_transfer_encoding_is_not_smuggled() {
     let backend = TestServer::backend().await.expect("backend");
     let (proxy, baseline) = setup(&backend).await;
-    let good = GoodTraffic::start(proxy.addr, "/good");
+    let good = GoodTraffic::start(proxy.addr, "/good").await;
 
     let smuggled = "GET /smuggled HTTP/1.1\r\nhost: test\r\n\r\n";
     let orders = [
@@ -203,7 +203,7 @@ async fn content_length_with_transfer_encoding_is_not_smuggled() {
 async fn absolute_and_authority_form_never_reach_other_targets() {
     let backend = TestServer::backend().await.expect("backend");
     let (proxy, baseline) = setup(&backend).await;
-    let good = GoodTraffic::start(proxy.addr, "/good");
+    let good = GoodTraffic::start(proxy.addr, "/good").await;
     // A listener the requests name as their target: the proxy must never dial it.
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -316,7 +316,7 @@ async fn http2_rapid_reset_flood() {
     const PER_BATCH: u32 = 100;
     let backend = TestServer::backend().await.expect("backend");
     let (proxy, baseline) = setup(&backend).await;
-    let good = GoodTraffic::start(proxy.addr, "/good");
+    let good = GoodTraffic::start(proxy.addr, "/good").await;
 
     let io = raw_h2_connect(proxy.addr).await;
     let (rd, mut wr) = io.into_split();
@@ -357,7 +357,7 @@ async fn http2_continuation_flood() {
     const PER_BATCH: u32 = 100;
     let backend = TestServer::backend().await.expect("backend");
     let (proxy, baseline) = setup(&backend).await;
-    let good = GoodTraffic::start(proxy.addr, "/good");
+    let good = GoodTraffic::start(proxy.addr, "/good").await;
 
     let io = raw_h2_connect(proxy.addr).await;
     let (rd, mut wr) = io.into_split();
@@ -408,7 +408,7 @@ async fn slow_clients_are_cut_off_by_the_header_read_timeout() {
     const IDLE: usize = 30;
     let backend = TestServer::backend().await.expect("backend");
     let (proxy, baseline) = setup(&backend).await;
-    let good = GoodTraffic::start(proxy.addr, "/good");
+    let good = GoodTraffic::start(proxy.addr, "/good").await;
     let addr = proxy.addr;
 
     // Slowloris: a request head one byte every 100 ms (it would take 10 s); 1 s allowed.
@@ -534,7 +534,7 @@ async fn a_client_that_stops_reading_is_bounded_by_flow_control() {
     );
 
     // Other clients are served meanwhile.
-    let good = GoodTraffic::start(proxy.addr, "/good");
+    let good = GoodTraffic::start(proxy.addr, "/good").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     good.finish("stalled readers").await;
 

@@ -176,12 +176,13 @@ pub struct GoodTraffic {
 }
 
 impl GoodTraffic {
-    /// Starts sending `GET path` to `addr` (at most 100,000 requests).
-    pub fn start(addr: SocketAddr, path: &'static str) -> Self {
+    /// Starts sending `GET path` to `addr` (at most 100,000 requests); returns once the first
+    /// request succeeded (within 5 s), so that whatever follows overlaps with good traffic.
+    pub async fn start(addr: SocketAddr, path: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let succeeded = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), succeeded.clone());
         let task = tokio::spawn(async move {
-            let mut ok = 0;
             let mut failures = vec![];
             let mut h1 = linkerd_http_test_util::HttpClient::http1(addr).await.ok();
             let mut h2 = linkerd_http_test_util::HttpClient::http2(addr).await.ok();
@@ -195,7 +196,9 @@ impl GoodTraffic {
                     None => Err("could not connect".to_owned()),
                 };
                 match result {
-                    Ok(()) => ok += 1,
+                    Ok(()) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
                     Err(e) => {
                         failures.push(format!("request {i}: {e}"));
                         // Reconnect (a failed connection stays failed).
@@ -208,8 +211,14 @@ impl GoodTraffic {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            (ok, failures)
+            (count.load(Ordering::SeqCst), failures)
         });
+        for _ in 0..500 {
+            if succeeded.load(Ordering::SeqCst) > 0 || task.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Self { stop, task }
     }
 
