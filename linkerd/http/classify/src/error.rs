@@ -444,8 +444,8 @@ pub fn is_timeout(err: &(dyn Error + 'static)) -> bool {
 ///    proxy is a per-attempt timeout);
 /// 3. an `h2::Reason` in the chain: an upstream reset;
 /// 4. a connect failure: hyper-util's `is_connect`, or an `io::Error` of kind
-///    `ConnectionRefused`, `ConnectionReset`, `ConnectionAborted`, `NotConnected`,
-///    `AddrNotAvailable`, `HostUnreachable` or `NetworkUnreachable`;
+///    `ConnectionRefused`, `AddrNotAvailable`, `HostUnreachable` or `NetworkUnreachable`
+///    (a reset of an established connection is not one: the request may have been sent);
 /// 5. otherwise `internal error`.
 ///
 /// Timeouts carry `h2::Reason::CANCEL` for the client's sake, which is why the reason is
@@ -479,12 +479,11 @@ pub fn is_connect_error(err: &(dyn Error + 'static)) -> bool {
             return true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // Only failures to establish a connection: a reset or abort on an established
+            // connection may come after the request was sent, and must not look retryable.
             return matches!(
                 io.kind(),
                 K::ConnectionRefused
-                    | K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::NotConnected
                     | K::AddrNotAvailable
                     | K::HostUnreachable
                     | K::NetworkUnreachable

@@ -97,13 +97,28 @@ fn reset_reason_table() {
 fn connect_failures() {
     for kind in [
         io::ErrorKind::ConnectionRefused,
-        io::ErrorKind::ConnectionReset,
         io::ErrorKind::AddrNotAvailable,
+        io::ErrorKind::HostUnreachable,
     ] {
         let e = map(Wrapper(Box::new(io::Error::from(kind))));
         assert_eq!(e.kind(), ProxyErrorKind::ConnectFailed, "{kind:?}");
         assert_eq!(e.http_status(), 502);
         assert_eq!(e.message(), "connect failed");
+    }
+}
+
+#[test]
+fn resets_of_established_connections_are_not_connect_failures() {
+    for kind in [
+        io::ErrorKind::ConnectionReset,
+        io::ErrorKind::ConnectionAborted,
+    ] {
+        let e = map(Wrapper(Box::new(io::Error::from(kind))));
+        assert_ne!(
+            e.kind(),
+            ProxyErrorKind::ConnectFailed,
+            "{kind:?} may come after the request was sent: never a (retryable) connect failure"
+        );
     }
 }
 
