@@ -9,11 +9,6 @@
 //! Flags: `--config FILE`, `--listen ADDR`, `--admin ADDR`, `--access-log FORMAT`, `--check`.
 //! Once bound it prints `listening on <addr>; admin on <addr>` to stderr.
 
-// A proxy allocates a little for every request on every core; mimalloc's thread-local free
-// lists make that markedly cheaper than glibc's arenas (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let code = linkerd_app::main_with_args(std::env::args_os().skip(1));
     std::process::exit(code);
