@@ -49,11 +49,22 @@ impl Proxy {
         let dir = tempdir::TempDir::new();
         let config = dir.path().join("proxy.yaml");
         std::fs::write(&config, yaml).expect("write config");
+        let config = config.to_str().expect("UTF-8 temp path").to_owned();
+        let mut args = vec!["--config", config.as_str()];
+        args.extend_from_slice(extra);
+        Self::spawn(dir, &args)
+    }
+
+    /// Starts the proxy with only `extra` flags (no `--config`: the embedded default), listen
+    /// and admin on ephemeral ports.
+    pub fn start_default(extra: &[&str]) -> Self {
+        Self::spawn(tempdir::TempDir::new(), extra)
+    }
+
+    fn spawn(dir: tempdir::TempDir, args: &[&str]) -> Self {
         let mut cmd = Command::new(proxy_bin());
-        cmd.arg("--config")
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(extra)
+        cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
