@@ -94,6 +94,7 @@ impl BackendHandle {
             failing: false,
             states: states.clone(),
             resolved,
+            recheck: None,
         };
         let boxed = BoxFutures(fail_fast);
         let (buffer, worker) = Buffer::pair(boxed, params.queue.max(1));
@@ -210,7 +211,12 @@ struct FailFast<S> {
     /// Set once discovery's first set is counted in `states`: until then an empty count only
     /// means the endpoints are not created yet (requests right after start-up wait for them).
     resolved: Arc<AtomicBool>,
+    /// While discovery has not resolved: when to look at `resolved` again.
+    recheck: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How often fail-fast looks for discovery's first answer.
+const RECHECK: Duration = Duration::from_millis(5);
 
 impl<S> Service<Request<BoxBody>> for FailFast<S>
 where
@@ -234,9 +240,20 @@ where
                 if self.failing {
                     return Poll::Ready(Ok(()));
                 }
-                if self.resolved.load(Ordering::Acquire) && self.states.total() == 0 {
-                    self.failing = true;
-                    return Poll::Ready(Ok(()));
+                if self.states.total() == 0 {
+                    if self.resolved.load(Ordering::Acquire) {
+                        self.failing = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Discovery has not reported its first set yet, and an empty first set
+                    // wakes nobody: look again shortly rather than at the fail-fast deadline.
+                    let recheck = self
+                        .recheck
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(RECHECK)));
+                    if recheck.as_mut().poll(cx).is_ready() {
+                        self.recheck = None;
+                        cx.waker().wake_by_ref();
+                    }
                 }
                 let timeout = self.timeout;
                 let sleep = self
