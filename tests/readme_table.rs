@@ -4,7 +4,13 @@
 use std::collections::BTreeSet;
 
 /// The suites the table covers.
-const SUITES: &[&str] = &["proxy_edge", "proxy_matrix"];
+const SUITES: &[&str] = &[
+    "proxy_edge",
+    "proxy_matrix",
+    "proxy_backends",
+    "proxy_default",
+    "proxy_tonic",
+];
 
 fn read(path: &str) -> String {
     let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
