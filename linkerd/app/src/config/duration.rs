@@ -16,44 +16,9 @@ pub struct InvalidDuration(pub String);
 /// Anything outside the GEP-2257 grammar: empty strings, fractions, signs, spaces, unknown
 /// units, more than four components or more than five digits in one.
 pub fn parse_duration(s: &str) -> Result<Duration, InvalidDuration> {
-    let invalid = || InvalidDuration(s.to_owned());
-    let bytes = s.as_bytes();
-    if bytes.is_empty() {
-        return Err(invalid());
-    }
-    let mut total = Duration::ZERO;
-    let mut i = 0;
-    let mut components = 0;
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = &s[start..i];
-        if digits.is_empty() || digits.len() > 5 {
-            return Err(invalid());
-        }
-        let n: u64 = digits.parse().map_err(|_| invalid())?;
-        let unit = if s[i..].starts_with("ms") {
-            i += 2;
-            Duration::from_millis(n)
-        } else {
-            let u = bytes.get(i).copied().ok_or_else(invalid)?;
-            i += 1;
-            match u {
-                b'h' => Duration::from_secs(n * 3600),
-                b'm' => Duration::from_secs(n * 60),
-                b's' => Duration::from_secs(n),
-                _ => return Err(invalid()),
-            }
-        };
-        components += 1;
-        if components > 4 {
-            return Err(invalid());
-        }
-        total += unit;
-    }
-    Ok(total)
+    // One grammar for the whole config: the route crate's parser also reads the durations of
+    // `timeouts`, `retry` and `streamTimeouts`.
+    linkerd_http_route::config::parse_duration(s).map_err(|_| InvalidDuration(s.to_owned()))
 }
 
 /// Formats a duration in Gateway API syntax (the inverse of [`parse_duration`] for durations
