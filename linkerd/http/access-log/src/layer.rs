@@ -48,8 +48,7 @@ pub struct NoInfo;
 /// backend from `linkerd_http_route::BackendName`, attempts from
 /// `linkerd_http_retry::RetryOutcome` (all response extensions).
 ///
-/// `BackendName` exposes its name only as `&str`, so the backend name is copied into a new
-/// `Arc<str>` per request (one small allocation).
+/// Names are shared with the router (reference-count increments, no copies).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct ReadRouteInfo;
 
@@ -61,7 +60,7 @@ impl ExtractInfo for ReadRouteInfo {
                 .map(|m| m.route_name_arc().clone()),
             backend: ext
                 .get::<linkerd_http_route::BackendName>()
-                .map(|b| Arc::from(b.as_str())),
+                .map(|b| b.as_arc().clone()),
             attempts: ext
                 .get::<linkerd_http_retry::RetryOutcome>()
                 .map(|o| o.attempts),
@@ -93,14 +92,15 @@ pin_project_lite::pin_project! {
     pub struct RequestBody<B> {
         #[pin]
         inner: B,
-        bytes: Arc<AtomicU64>,
+        // `None` when the body was already at its end: nothing to count, nothing allocated.
+        bytes: Option<Arc<AtomicU64>>,
     }
 }
 
 struct Pending<X> {
     record: Record,
     start: Instant,
-    request_bytes: Arc<AtomicU64>,
+    request_bytes: Option<Arc<AtomicU64>>,
     writer: AccessLogWriter,
     extract: X,
     grpc: bool,
@@ -126,7 +126,7 @@ pin_project_lite::pin_project! {
 struct BodyState {
     record: Record,
     start: Instant,
-    request_bytes: Arc<AtomicU64>,
+    request_bytes: Option<Arc<AtomicU64>>,
     writer: AccessLogWriter,
     class: Option<FinalClass>,
 }
@@ -238,6 +238,7 @@ where
     S: tower_service::Service<Request<RequestBody<ReqB>>, Response = Response<RspB>>,
     S::Error: Into<BoxError>,
     X: ExtractInfo,
+    ReqB: Body,
     RspB: Body,
     RspB::Error: Into<BoxError>,
 {
@@ -260,7 +261,8 @@ where
         );
         record.client_addr = client_addr(req.extensions());
         let grpc = Protocol::of(&req).is_grpc();
-        let request_bytes = Arc::new(AtomicU64::new(0));
+        // A body already at its end (most GETs) has no bytes to count: no shared counter.
+        let request_bytes = (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
         let req = req.map(|inner| RequestBody {
             inner,
             bytes: request_bytes.clone(),
@@ -355,9 +357,13 @@ impl<X> Pending<X> {
         self.record.error = error;
         self.record.headers_ms = ms;
         self.record.duration_ms = ms;
-        self.record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.record.request_bytes = read_bytes(self.request_bytes.as_deref());
         self.writer.send(self.record);
     }
+}
+
+fn read_bytes(counter: Option<&AtomicU64>) -> u64 {
+    counter.map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -378,9 +384,9 @@ impl<B: Body> Body for RequestBody<B> {
         let frame = ready!(this.inner.poll_frame(cx));
         if let Some(Ok(f)) = &frame
             && let Some(d) = f.data_ref()
+            && let Some(bytes) = this.bytes
         {
-            this.bytes
-                .fetch_add(d.remaining() as u64, Ordering::Relaxed);
+            bytes.fetch_add(d.remaining() as u64, Ordering::Relaxed);
         }
         Poll::Ready(frame)
     }
@@ -527,7 +533,7 @@ impl BodyState {
 
     fn write(mut self) {
         self.record.duration_ms = ms_since(self.start);
-        self.record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.record.request_bytes = read_bytes(self.request_bytes.as_deref());
         self.writer.send(self.record);
     }
 }

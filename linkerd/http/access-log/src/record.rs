@@ -172,19 +172,27 @@ pub(crate) fn version_str(version: Version) -> &'static str {
 
 // === impl TraceHeader ===
 
+// Names as constants: a lookup by `&str` parses and validates the name on every call.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const X_B3_TRACEID: http::HeaderName = http::HeaderName::from_static("x-b3-traceid");
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 impl TraceHeader {
     /// The first trace header present in `headers`.
     pub fn find(headers: &HeaderMap) -> Option<Self> {
-        if let Some(v) = headers.get("traceparent")
+        if headers.is_empty() {
+            return None;
+        }
+        if let Some(v) = headers.get(TRACEPARENT)
             && traceparent_ok(v.as_bytes())
         {
             return Some(Self::TraceParent(v.clone()));
         }
-        if let Some(v) = headers.get("x-b3-traceid") {
+        if let Some(v) = headers.get(X_B3_TRACEID) {
             return Some(Self::B3(v.clone()));
         }
         headers
-            .get("x-request-id")
+            .get(X_REQUEST_ID)
             .map(|v| Self::RequestId(v.clone()))
     }
 }

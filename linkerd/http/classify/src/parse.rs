@@ -52,7 +52,8 @@ pub fn retry_after(
 /// Reads `grpc-retry-pushback-ms` (gRPC A6): a decimal number of milliseconds; a negative
 /// value means do not retry. `None` when absent or malformed.
 pub fn grpc_retry_pushback(headers: &HeaderMap) -> Option<Pushback> {
-    let value = headers.get("grpc-retry-pushback-ms")?.to_str().ok()?.trim();
+    const PUSHBACK: http::HeaderName = http::HeaderName::from_static("grpc-retry-pushback-ms");
+    let value = headers.get(PUSHBACK)?.to_str().ok()?.trim();
     let (negative, digits) = match value.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, value),

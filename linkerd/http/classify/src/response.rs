@@ -78,8 +78,9 @@ pub fn grpc_message(text: &str) -> HeaderValue {
 /// A value that is not a number is reported as `UNKNOWN`, as the gRPC spec asks clients to
 /// treat unknown codes; `None` when the header is absent.
 pub fn grpc_status(headers: &http::HeaderMap) -> Option<GrpcCode> {
+    const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .map(|v| GrpcCode::from_header(v.as_bytes()).unwrap_or(GrpcCode::UNKNOWN))
 }
 

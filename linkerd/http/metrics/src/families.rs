@@ -1,4 +1,4 @@
-use crate::{InstrumentLayer, ReadRetrySummary, Recorder, RetryCounters};
+use crate::{InstrumentLayer, ReadRetrySummary, Recorder, RetryCounters, layer::StatusCounters};
 use linkerd_http_prom::{
     BackendLabels, ConnectionLabels, ConnectionProtocol, CounterFamily, Direction, EndpointLabels,
     EndpointState, GaugeFamily, HistogramFamily, LATENCY_SECONDS, ResetLabels, RouteLabels,
@@ -203,7 +203,7 @@ impl RouteFamilies {
         InstrumentLayer::new(
             Arc::new(Recorder {
                 duration: self.request_duration.get_or_create_owned(&labels),
-                statuses: self.request_statuses.clone(),
+                statuses: StatusCounters::new(self.request_statuses.clone()),
                 in_flight: Some(self.requests_in_flight.get_or_create_owned(&labels)),
                 requests: None,
                 retries: Some(RetryCounters {
@@ -228,7 +228,7 @@ impl RouteFamilies {
         InstrumentLayer::new(
             Arc::new(Recorder {
                 duration: self.backend_response_duration.get_or_create_owned(&labels),
-                statuses: self.backend_response_statuses.clone(),
+                statuses: StatusCounters::new(self.backend_response_statuses.clone()),
                 in_flight: None,
                 requests: Some(self.backend_requests.get_or_create_owned(&labels)),
                 retries: None,

@@ -12,7 +12,7 @@ use std::{
     future::Future,
     hash::Hash,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll, ready},
 };
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 pub(crate) struct Recorder<L> {
     pub(crate) labels: L,
     pub(crate) duration: Histogram,
-    pub(crate) statuses: CounterFamily<(L, StatusLabels)>,
+    pub(crate) statuses: StatusCounters<L>,
     pub(crate) in_flight: Option<Gauge>,
     pub(crate) requests: Option<Counter>,
     pub(crate) retries: Option<RetryCounters>,
@@ -309,15 +309,56 @@ pub fn error_class(protocol: Protocol, err: &ProxyError) -> Class {
     }
 }
 
+/// The status counters of one recorder's label set: a handful of (status labels, counter)
+/// slots filled on first use, so the common outcomes are counted without hashing the label
+/// set or taking the family's lock; outcomes beyond the slots go through the family.
+pub(crate) struct StatusCounters<L> {
+    family: CounterFamily<(L, StatusLabels)>,
+    slots: [OnceLock<(StatusLabels, Counter)>; STATUS_SLOTS],
+}
+
+const STATUS_SLOTS: usize = 8;
+
+impl<L: Clone + Hash + Eq> StatusCounters<L> {
+    pub(crate) fn new(family: CounterFamily<(L, StatusLabels)>) -> Self {
+        Self {
+            family,
+            slots: Default::default(),
+        }
+    }
+
+    fn inc(&self, labels: &L, status: StatusLabels) {
+        for slot in &self.slots {
+            // An empty slot is claimed for this outcome; a racing claim for another outcome
+            // wins the slot and the scan moves on.
+            let (s, counter) = slot.get_or_init(|| {
+                let counter = self.family.get_or_create_owned(&(labels.clone(), status));
+                (status, counter)
+            });
+            if same_status(s, &status) {
+                counter.inc();
+                return;
+            }
+        }
+        self.family.get_or_create(&(labels.clone(), status)).inc();
+    }
+}
+
+/// `a == b`, comparing the `error` labels by address first: they are `'static` strings from
+/// one closed set, so equal labels are almost always the same string.
+fn same_status(a: &StatusLabels, b: &StatusLabels) -> bool {
+    a.http_status == b.http_status
+        && a.grpc_status == b.grpc_status
+        && (std::ptr::eq(a.error, b.error) || a.error == b.error)
+}
+
 // === impl Done ===
 
 impl<L: Clone + Hash + Eq, X> Done<L, X> {
     fn finish(self, class: &Class, retry: Option<RetrySummary>) {
         let r = &*self.recorder;
         r.duration.observe(self.start.elapsed().as_secs_f64());
-        r.statuses
-            .get_or_create(&(r.labels.clone(), StatusLabels::from_class(class)))
-            .inc();
+        r.statuses.inc(&r.labels, StatusLabels::from_class(class));
         if let Some(g) = &r.in_flight {
             g.dec();
         }
@@ -420,5 +461,59 @@ impl<F: fmt::Debug, L: Clone + Hash + Eq, X> fmt::Debug for ResponseFuture<F, L,
         f.debug_struct("ResponseFuture")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linkerd_http_classify::GrpcCode;
+    use linkerd_http_prom::RouteLabels;
+
+    fn status(code: u16, error: &'static str) -> StatusLabels {
+        StatusLabels {
+            http_status: Some(http::StatusCode::from_u16(code).expect("status")),
+            grpc_status: None,
+            error,
+        }
+    }
+
+    #[test]
+    fn status_counters_count_every_outcome_past_the_slots() {
+        let family = CounterFamily::<(RouteLabels, StatusLabels)>::default();
+        let counters = StatusCounters::new(family.clone());
+        let labels = RouteLabels::new("r");
+        // More distinct outcomes than slots, each counted a different number of times, in an
+        // interleaved order; an error label equal in text but not in address is the same.
+        let outcomes: Vec<StatusLabels> = (0..u16::try_from(STATUS_SLOTS * 2).expect("small"))
+            .map(|i| status(200 + i, ""))
+            .chain([StatusLabels {
+                http_status: Some(http::StatusCode::OK),
+                grpc_status: Some(GrpcCode::UNAVAILABLE),
+                error: "RESET",
+            }])
+            .collect();
+        for round in 0..outcomes.len() {
+            for (i, s) in outcomes.iter().enumerate() {
+                if i <= round {
+                    counters.inc(&labels, *s);
+                }
+            }
+        }
+        let owned = String::from("RESET");
+        let leaked: &'static str = Box::leak(owned.into_boxed_str());
+        counters.inc(
+            &labels,
+            StatusLabels {
+                http_status: Some(http::StatusCode::OK),
+                grpc_status: Some(GrpcCode::UNAVAILABLE),
+                error: leaked,
+            },
+        );
+        for (i, s) in outcomes.iter().enumerate() {
+            let want = (outcomes.len() - i) as u64 + u64::from(i == outcomes.len() - 1);
+            let got = family.get(&(labels.clone(), *s)).map(|c| c.get());
+            assert_eq!(got, Some(want), "outcome {i}: {s:?}");
+        }
     }
 }

@@ -474,6 +474,11 @@ impl BackendName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shared name: cloning it is a reference-count increment.
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 impl fmt::Debug for BackendName {
