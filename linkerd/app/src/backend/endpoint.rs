@@ -1,6 +1,7 @@
 //! One endpoint: a client that dials one address whatever the request URI says, with a health
 //! state that keeps `poll_ready` Pending (never Err) while the endpoint connects or backs off.
 
+use super::h1pool::{H1Pool, SendError};
 use crate::{BoxBody, BoxError};
 use http::{Request, Response, Uri, Version, uri::Authority};
 use http_body_util::BodyExt;
@@ -68,6 +69,8 @@ pub struct Endpoint {
     pool_key: Authority,
     http2: bool,
     client: Client<FixedConnector, BoxBody>,
+    /// Plain HTTP/1.1 requests (not upgrades or CONNECT) use this pool instead of `client`.
+    h1: Option<Arc<H1Pool>>,
     health: Arc<Health>,
 }
 
@@ -127,6 +130,7 @@ impl Endpoint {
                 .expect("a socket address is an authority"),
             http2: params.http2,
             client,
+            h1: (!params.http2).then(|| H1Pool::new(addr, params.connect_timeout, params.max_idle)),
             health,
         }
     }
@@ -161,6 +165,12 @@ impl tower::Service<Request<BoxBody>> for Endpoint {
     }
 
     fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        if let Some(pool) = &self.h1
+            && req.method() != http::Method::CONNECT
+            && !req.headers().contains_key(http::header::UPGRADE)
+        {
+            return Box::pin(send_h1(pool.clone(), self.health.clone(), req, self.addr));
+        }
         absolute_uri(&mut req, self.addr);
         if !self.http2 && req.method() != http::Method::CONNECT {
             pool_by_endpoint(&mut req, &self.pool_key);
@@ -211,6 +221,65 @@ impl tower::Service<Request<BoxBody>> for Endpoint {
                 }
             }
         })
+    }
+}
+
+/// Sends a plain HTTP/1.1 request through the endpoint's pool.
+async fn send_h1(
+    pool: Arc<H1Pool>,
+    health: Arc<Health>,
+    mut req: Request<BoxBody>,
+    addr: SocketAddr,
+) -> Result<Response<BoxBody>, BoxError> {
+    origin_form(&mut req, addr);
+    *req.version_mut() = Version::HTTP_11;
+    match pool.send(req).await {
+        Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
+        Err(SendError::Connect(error)) => {
+            health.mark_failed();
+            Err(ProxyError::connect_failed().with_source(error).into())
+        }
+        Err(SendError::Http(error)) if error.is_incomplete_message() => {
+            // Sent, and the upstream closed the connection without answering: it may have
+            // been processed, so it is not retried; the client sees an upstream reset.
+            Err(ProxyError::reset(h2::Reason::INTERNAL_ERROR)
+                .with_source(error)
+                .into())
+        }
+        Err(SendError::Http(error)) => Err(error.into()),
+    }
+}
+
+/// HTTP/1.1 requests travel in origin-form (`/path?query`) with a `Host` header: the
+/// authority moves to `Host` when that is missing (the endpoint's address when the request
+/// names none).
+fn origin_form<B>(req: &mut Request<B>, addr: SocketAddr) {
+    if !req.headers().contains_key(http::header::HOST) {
+        let value = match req.uri().host() {
+            Some(host) => {
+                let default = if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+                    443
+                } else {
+                    80
+                };
+                match req.uri().port_u16() {
+                    Some(port) if port != default => format!("{host}:{port}"),
+                    _ => host.to_owned(),
+                }
+            }
+            None => addr.to_string(),
+        };
+        if let Ok(value) = http::HeaderValue::try_from(value) {
+            req.headers_mut().insert(http::header::HOST, value);
+        }
+    }
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
     }
 }
 

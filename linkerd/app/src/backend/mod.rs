@@ -3,6 +3,7 @@
 
 mod discovery;
 mod endpoint;
+mod h1pool;
 
 pub use discovery::{Discovery, Resolve, SystemResolver, split_host_port};
 pub use endpoint::{Conn, Endpoint, EndpointParams, EndpointStates, FixedConnector};

@@ -1,0 +1,372 @@
+//! One endpoint's HTTP/1.1 connections, over hyper's `client::conn` API.
+//!
+//! A request takes the most recently used idle connection (or dials a new one), and its
+//! connection goes back to the idle list when the response body ends. Nothing is spawned per
+//! request and no pool key is hashed: the pool belongs to one address. A request that a reused
+//! connection never wrote (it closed while idle) is sent again on another connection.
+
+use crate::BoxBody;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::{
+    body::Incoming,
+    client::conn::http1::{self, SendRequest},
+};
+use hyper_util::rt::TokioIo;
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+use tokio::{net::TcpStream, time::Instant};
+
+/// How long a connection may sit idle before it is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One address's idle HTTP/1.1 connections.
+#[derive(Debug)]
+pub(crate) struct H1Pool {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: SendRequest<BoxBody>,
+    since: Instant,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be established.
+    Connect(std::io::Error),
+    /// The connection failed while the request was sent or the response read.
+    Http(hyper::Error),
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that returns its connection to the pool when it ends.
+    ///
+    /// Forwards `is_end_stream` and `size_hint`. A body dropped before its end takes the
+    /// connection with it (hyper closes a connection whose response was not read).
+    pub(crate) struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        slot: Option<(SendRequest<BoxBody>, Arc<H1Pool>)>,
+    }
+}
+
+// === impl H1Pool ===
+
+impl H1Pool {
+    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, max_idle: usize) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            connect_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends `req` (already in origin-form with a `Host`) on an idle or new connection.
+    pub(crate) async fn send(
+        self: Arc<Self>,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        // Each turn either takes a connection off the idle list, which is finite, or dials a
+        // new one and returns whatever it answers: this ends.
+        loop {
+            let (mut tx, reused) = match self.checkout() {
+                Some(tx) => (tx, true),
+                None => (self.connect().await?, false),
+            };
+            if let Err(e) = tx.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Http(e));
+            }
+            match tx.try_send_request(req).await {
+                Ok(rsp) => return Ok(PooledBody::wrap(rsp, tx, self)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the idle connection had closed. Another one.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used open idle connection; stale ones are dropped.
+    fn checkout(&self) -> Option<SendRequest<BoxBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { tx, since }) = idle.pop() {
+            if !tx.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, tx: SendRequest<BoxBody>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // The oldest entries sit at the front: drop the expired and closed ones there.
+        let now = Instant::now();
+        let fresh = idle
+            .iter()
+            .position(|i| !i.tx.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT)
+            .unwrap_or(idle.len());
+        idle.drain(..fresh);
+        if idle.len() < self.max_idle {
+            idle.push(Idle { tx, since: now });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<BoxBody>, SendError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| {
+                SendError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })?
+            .map_err(SendError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Http)?;
+        tokio::spawn(async move {
+            // The connection's errors reach the request that was in flight.
+            let _ = conn.await;
+        });
+        Ok(tx)
+    }
+
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+// === impl SendError ===
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => write!(f, "connect failed: {e}"),
+            Self::Http(e) => std::fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Connect(e) => Some(e),
+            Self::Http(e) => Some(e),
+        }
+    }
+}
+
+// === impl PooledBody ===
+
+impl PooledBody {
+    fn wrap(
+        rsp: Response<Incoming>,
+        tx: SendRequest<BoxBody>,
+        pool: Arc<H1Pool>,
+    ) -> Response<Self> {
+        rsp.map(|inner| {
+            if inner.is_end_stream() {
+                // hyper never polls a body already at its end: the connection is free now.
+                pool.checkin(tx);
+                return Self { inner, slot: None };
+            }
+            Self {
+                inner,
+                slot: Some((tx, pool)),
+            }
+        })
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let done = match &frame {
+            None => true,
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => {
+                this.slot.take();
+                false
+            }
+        };
+        if done && let Some((tx, pool)) = this.slot.take() {
+            pool.checkin(tx);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("pooled", &self.slot.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A keep-alive HTTP/1.1 server that counts accepted connections; `close_after` makes it
+    /// close each connection after that many responses.
+    async fn server(close_after: Option<usize>) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((io, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let served = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let mut rsp = Response::new(Full::new(body));
+                            if close_after.is_some_and(|c| n >= c) {
+                                rsp.headers_mut()
+                                    .insert(http::header::CONNECTION, "close".parse().unwrap());
+                            }
+                            Ok::<_, hyper::Error>(rsp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(io), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn request(body: &'static str) -> Request<BoxBody> {
+        let mut req = Request::new(
+            Full::new(Bytes::from_static(body.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *req.uri_mut() = http::Uri::from_static("/echo");
+        req.headers_mut()
+            .insert(http::header::HOST, "test".parse().unwrap());
+        req
+    }
+
+    async fn echo(pool: &Arc<H1Pool>, body: &'static str) -> Bytes {
+        let rsp = pool.clone().send(request(body)).await.expect("response");
+        rsp.into_body().collect().await.expect("body").to_bytes()
+    }
+
+    #[tokio::test]
+    async fn reuses_one_connection_for_sequential_requests() {
+        let (addr, accepted) = server(None).await;
+        let pool = H1Pool::new(addr, Duration::from_secs(1), 4);
+        for i in 0..20 {
+            let body = if i % 2 == 0 { "ping" } else { "" };
+            assert_eq!(echo(&pool, body).await, body.as_bytes(), "request {i}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
+        assert_eq!(pool.idle_len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_and_keep_at_most_max_idle() {
+        let (addr, accepted) = server(None).await;
+        let pool = H1Pool::new(addr, Duration::from_secs(1), 2);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(pool.clone().send(request("x")).await.expect("response"));
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            4,
+            "bodies unread: no reuse"
+        );
+        for rsp in held {
+            rsp.into_body().collect().await.expect("body");
+        }
+        assert_eq!(pool.idle_len(), 2, "max_idle bounds the idle list");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_reused() {
+        let (addr, accepted) = server(Some(1)).await;
+        let pool = H1Pool::new(addr, Duration::from_secs(1), 4);
+        for _ in 0..5 {
+            assert_eq!(echo(&pool, "hi").await, "hi");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            5,
+            "a new connection per request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_does_not_return_its_connection() {
+        let (addr, accepted) = server(None).await;
+        let pool = H1Pool::new(addr, Duration::from_secs(1), 4);
+        let rsp = pool.clone().send(request("abc")).await.expect("response");
+        drop(rsp);
+        assert_eq!(pool.idle_len(), 0);
+        assert_eq!(echo(&pool, "x").await, "x");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn refused_connect_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let pool = H1Pool::new(addr, Duration::from_secs(1), 4);
+        match pool.send(request("")).await {
+            Err(SendError::Connect(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+            }
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+}
