@@ -312,3 +312,35 @@ async fn slow_backend(delay: Duration) -> TestServer {
     cell.set(server.addr()).unwrap();
     server
 }
+
+/// Many requests wait for the only endpoint (down at first); when it comes up every one of
+/// them is served (no waiter is left without a wake-up), and none waits past its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_waiting_request_proceeds_when_an_endpoint_comes_up() {
+    let addr = refused_addr().await;
+    let svc = BackendHandle::new(
+        &params(Duration::from_secs(10), 100),
+        Discovery::Static(vec![addr]),
+    );
+    wait_until(|| svc.states().pending() == 1).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let mut svc = svc.clone();
+        tasks.push(tokio::spawn(async move { send(&mut svc, req(None)).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "requests wait while the endpoint is down"
+    );
+    let server = serve_at(addr).await;
+    for t in tasks {
+        let answered = tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .expect("served within 5s of the endpoint coming up")
+            .unwrap()
+            .expect("request succeeds");
+        assert_eq!(answered, addr);
+    }
+    server.abort();
+}

@@ -1,4 +1,4 @@
-//! Backends (DESIGN.md section 3 step 6): load shed -> bounded queue -> fail-fast -> p2c
+//! Backends (DESIGN.md section 3 step 6): load shed -> bounded wait list -> fail-fast -> p2c
 //! (PeakEwma, load counted until the response body ends) -> one endpoint service per address.
 
 mod discovery;
@@ -21,16 +21,15 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 use tower::{
     Service, ServiceExt,
     balance::p2c::Balance,
-    buffer::Buffer,
     discover::Change,
     load::{PeakEwmaDiscover, TrackCompletion, peak_ewma::Handle},
 };
@@ -51,26 +50,71 @@ pub struct BackendParams {
     pub queue: usize,
 }
 
-/// A cloneable handle to a backend's queue, shedding load when the queue is full.
+/// A cloneable handle to a backend: requests go straight to the shared balancer when it has
+/// a ready endpoint; otherwise they wait (at most `queue` of them; more are shed).
+///
+/// The balancer sits behind a mutex held only to poll its readiness and start a call, so a
+/// request is dispatched on the caller's task: no queue worker, no hand-off per request.
+/// Waiting requests are woken together whenever the balancer's state changes (an endpoint
+/// becomes ready, discovery changes, a fail-fast timer fires) and race for it again.
 #[derive(Clone)]
 pub struct BackendHandle {
-    buffer: Buffer<Request<BoxBody>, BoxFuture>,
+    shared: Arc<Shared>,
     states: Arc<EndpointStates>,
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+type SharedService = Box<
+    dyn Service<
+            Request<BoxBody>,
+            Response = Response<BoxBody>,
+            Error = BoxError,
+            Future = BoxFuture,
+        > + Send,
+>;
+
+struct Shared {
+    balancer: Mutex<SharedService>,
+    /// Wakes every waiting request; the waker the balancer is polled with.
+    wake_all: Waker,
+    waiters: Arc<Waiters>,
+    /// Requests waiting for an endpoint.
+    waiting: AtomicUsize,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Waiters(Mutex<Vec<Waker>>);
+
+/// The response future of [`BackendHandle`].
+pub struct DispatchFuture {
+    state: Dispatch,
+    shared: Arc<Shared>,
+    /// Whether this request counts in `waiting`.
+    counted: bool,
+}
+
+// The request travels inline: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Dispatch {
+    Waiting(Option<Request<BoxBody>>),
+    Called(BoxFuture),
+    Done,
+}
 
 impl std::fmt::Debug for BackendHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackendHandle")
             .field("ready", &self.states.ready())
             .field("pending", &self.states.pending())
+            .field("waiting", &self.shared.waiting.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl BackendHandle {
-    /// Builds the backend and starts its discovery, balancer and queue worker.
+    /// Builds the backend and starts its discovery and endpoint probers.
     pub fn new(params: &BackendParams, discovery: Discovery) -> Self {
         let states = Arc::new(EndpointStates::default());
         let resolved = Arc::new(AtomicBool::new(false));
@@ -97,10 +141,15 @@ impl BackendHandle {
             resolved,
             recheck: None,
         };
-        let boxed = BoxFutures(fail_fast);
-        let (buffer, worker) = Buffer::pair(boxed, params.queue.max(1));
-        tokio::spawn(worker);
-        Self { buffer, states }
+        let waiters = Arc::new(Waiters::default());
+        let shared = Arc::new(Shared {
+            balancer: Mutex::new(Box::new(fail_fast)),
+            wake_all: Waker::from(waiters.clone()),
+            waiters,
+            waiting: AtomicUsize::new(0),
+            capacity: params.queue.max(1),
+        });
+        Self { shared, states }
     }
 
     /// The endpoint state counts.
@@ -112,26 +161,143 @@ impl BackendHandle {
 impl Service<Request<BoxBody>> for BackendHandle {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = futures_util::future::Either<
-        tower::buffer::future::ResponseFuture<BoxFuture>,
-        std::future::Ready<Result<Response<BoxBody>, BoxError>>,
-    >;
+    type Future = DispatchFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Readiness is decided per request in `call`: a full queue sheds the request.
+        // Readiness is decided per request: a full wait list sheds the request.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
-        use futures_util::future::Either;
-        // Shed at once when the queue has no free slot.
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        match self.buffer.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => Either::Left(self.buffer.call(req)),
-            Poll::Ready(Err(e)) => Either::Right(std::future::ready(Err(e))),
-            Poll::Pending => Either::Right(std::future::ready(Err(ProxyError::load_shed().into()))),
+    fn call(&mut self, req: Request<BoxBody>) -> DispatchFuture {
+        DispatchFuture {
+            state: Dispatch::Waiting(Some(req)),
+            shared: self.shared.clone(),
+            counted: false,
         }
+    }
+}
+
+// === impl Waiters ===
+
+impl std::task::Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waiting = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in waiting {
+            w.wake();
+        }
+    }
+}
+
+impl Waiters {
+    fn push(&self, waker: &Waker) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|w| w.will_wake(waker)) {
+            list.push(waker.clone());
+        }
+    }
+}
+
+// === impl DispatchFuture ===
+
+impl DispatchFuture {
+    /// Polls the balancer's readiness and starts the call when it is ready.
+    fn try_dispatch(&mut self, cx: &mut Context<'_>) -> Poll<Result<BoxFuture, BoxError>> {
+        let shared = &*self.shared;
+        let mut balancer = shared.balancer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared_cx = Context::from_waker(&shared.wake_all);
+        let mut ready = balancer.poll_ready(&mut shared_cx);
+        if ready.is_pending() {
+            // Register, then look once more: a change between the first look and the
+            // registration has woken nobody, but shows now.
+            shared.waiters.push(cx.waker());
+            ready = balancer.poll_ready(&mut shared_cx);
+        }
+        match ready {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {
+                let Dispatch::Waiting(req) = &mut self.state else {
+                    return Poll::Ready(Err("backend dispatch polled after completion".into()));
+                };
+                match req.take() {
+                    Some(req) => Poll::Ready(Ok(balancer.call(req))),
+                    None => Poll::Ready(Err("backend dispatch polled after completion".into())),
+                }
+            }
+        }
+    }
+
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Future for DispatchFuture {
+    type Output = Result<Response<BoxBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                Dispatch::Called(fut) => {
+                    let out = std::task::ready!(fut.as_mut().poll(cx));
+                    this.state = Dispatch::Done;
+                    return Poll::Ready(out);
+                }
+                Dispatch::Done => {
+                    return Poll::Ready(Err("backend dispatch polled after completion".into()));
+                }
+                Dispatch::Waiting(_) => match this.try_dispatch(cx) {
+                    Poll::Ready(Ok(fut)) => {
+                        this.uncount();
+                        this.state = Dispatch::Called(fut);
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.uncount();
+                        this.state = Dispatch::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Pending => {
+                        if !this.counted {
+                            // Shed at once when the wait list is full.
+                            let waiting = this.shared.waiting.fetch_add(1, Ordering::AcqRel);
+                            this.counted = true;
+                            if waiting >= this.shared.capacity {
+                                this.uncount();
+                                this.state = Dispatch::Done;
+                                return Poll::Ready(Err(ProxyError::load_shed().into()));
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Drop for DispatchFuture {
+    fn drop(&mut self) {
+        self.uncount();
+    }
+}
+
+impl std::fmt::Debug for DispatchFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            Dispatch::Waiting(_) => "waiting",
+            Dispatch::Called(_) => "called",
+            Dispatch::Done => "done",
+        };
+        f.debug_struct("DispatchFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -278,31 +444,6 @@ where
             self.inner.call(req),
             Into::into,
         ))
-    }
-}
-
-/// Boxes the inner future so the buffer's type is nameable.
-struct BoxFutures<S>(S);
-
-impl<S> Service<Request<BoxBody>> for BoxFutures<S>
-where
-    S: Service<
-            Request<BoxBody>,
-            Response = Response<BoxBody>,
-            Error = BoxError,
-            Future = BoxFuture,
-        >,
-{
-    type Response = Response<BoxBody>;
-    type Error = BoxError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<BoxBody>) -> BoxFuture {
-        self.0.call(req)
     }
 }
 
