@@ -231,11 +231,10 @@ impl<S> Layer<S> for TagRouteErrorsLayer {
 impl<S, B> Service<Request<B>> for TagRouteErrors<S>
 where
     S: Service<Request<B>, Error = BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+    type Future = TagFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -243,12 +242,34 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let route = req.extensions().get::<RouteMatch>().cloned();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            fut.await.map_err(|source| match route {
-                Some(route) => Box::new(RoutedError { route, source }) as BoxError,
-                None => source,
-            })
-        })
+        TagFuture {
+            inner: self.inner.call(req),
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TagRouteErrors`].
+    pub struct TagFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<RouteMatch>,
+    }
+}
+
+impl<F, T> Future for TagFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        Poll::Ready(out.map_err(|source| match this.route.take() {
+            Some(route) => Box::new(RoutedError { route, source }) as BoxError,
+            None => source,
+        }))
     }
 }

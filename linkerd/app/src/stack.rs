@@ -38,14 +38,80 @@ use std::{
 };
 use tower::{
     Layer, Service, ServiceBuilder, ServiceExt,
-    util::{BoxCloneService, BoxCloneSyncService, Either},
+    util::{BoxCloneService, Either},
 };
 
 /// The proxy's whole service, as the server edge calls it.
 pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, BoxError>;
 
-/// A per-rule or per-backend service.
-type Inner<B> = BoxCloneSyncService<Request<B>, Response<BoxBody>, BoxError>;
+/// A per-rule service: cloning it (the router does, per request) is a reference-count
+/// increment, where a `BoxCloneSyncService` would allocate a boxed copy of the whole stack.
+type Inner<B> = SharedService<Request<B>>;
+
+/// A service shared behind an `Arc`; each call runs on a clone of the inner service (its
+/// layers are reference-counted handles) and returns one boxed future.
+pub struct SharedService<R>(Arc<dyn CallShared<R>>);
+
+type BoxResponseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
+>;
+
+trait CallShared<R>: Send + Sync {
+    fn call_shared(&self, req: R) -> BoxResponseFuture;
+}
+
+impl<S, R> CallShared<R> for S
+where
+    S: Service<R, Response = Response<BoxBody>, Error = BoxError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    R: Send + 'static,
+{
+    fn call_shared(&self, req: R) -> BoxResponseFuture {
+        Box::pin(self.clone().oneshot(req))
+    }
+}
+
+impl<R> SharedService<R> {
+    fn new<S>(svc: S) -> Self
+    where
+        S: Service<R, Response = Response<BoxBody>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        R: Send + 'static,
+    {
+        Self(Arc::new(svc))
+    }
+}
+
+impl<R> Clone for SharedService<R> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<R> std::fmt::Debug for SharedService<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedService")
+    }
+}
+
+impl<R> Service<R> for SharedService<R> {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = BoxResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Each call drives its own clone to readiness.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: R) -> BoxResponseFuture {
+        self.0.call_shared(req)
+    }
+}
 
 /// Everything built from a config.
 #[derive(Debug)]
@@ -217,7 +283,7 @@ fn rule_stack(
         .collect();
     let Ok(split) = WeightedSplit::new(split_backends, rng.clone()) else {
         // The router answers rules without backends itself; this is never called.
-        return BoxCloneSyncService::new(tower::service_fn(
+        return SharedService::new(tower::service_fn(
             |_req: Request<MirrorBody<BoxBody>>| async {
                 Err::<Response<BoxBody>, BoxError>(ProxyError::no_backends().into())
             },
@@ -250,12 +316,8 @@ fn rule_stack(
     let retried = match retry {
         Some(policy) => Either::Left(
             ServiceBuilder::new()
-                .map_request(move |mut req: Request<RuleBody>| {
-                    req.extensions_mut().insert(policy.clone());
-                    req
-                })
                 .map_response(|rsp: Response<_>| rsp.map(box_body))
-                .layer(RetryLayer::new())
+                .layer(RetryLayer::with_default(policy))
                 .map_request(|req: Request<_>| req.map(box_body))
                 .service(attempt),
         ),
@@ -276,7 +338,7 @@ fn rule_stack(
         .layer(families.route_layer(route_name))
         .layer(StreamTimeoutsLayer::new(stream))
         .service(retried);
-    BoxCloneSyncService::new(svc)
+    SharedService::new(svc)
 }
 
 /// The request body inside a rule's stack (after stream timeouts).

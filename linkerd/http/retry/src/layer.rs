@@ -11,12 +11,15 @@ use tower_service::Service;
 
 /// Applies [`Retry`] to a service; `P` is the policy type read from request extensions.
 pub struct RetryLayer<P = RetryPolicy> {
+    default: Option<P>,
     _policy: PhantomData<fn() -> P>,
 }
 
-/// Retries requests that carry a policy `P` in their extensions (see the [crate docs](crate)).
+/// Retries requests that carry a policy `P` in their extensions (see the [crate docs](crate)),
+/// or every request with the layer's default policy, if it has one.
 pub struct Retry<S, P = RetryPolicy> {
     inner: S,
+    default: Option<P>,
     _policy: PhantomData<fn() -> P>,
 }
 
@@ -26,6 +29,7 @@ impl RetryLayer {
     /// A layer reading [`RetryPolicy`] from request extensions.
     pub const fn new() -> Self {
         Self {
+            default: None,
             _policy: PhantomData,
         }
     }
@@ -35,6 +39,17 @@ impl<P: Policy> RetryLayer<P> {
     /// A layer reading a custom policy type `P` from request extensions.
     pub const fn with_policy() -> Self {
         Self {
+            default: None,
+            _policy: PhantomData,
+        }
+    }
+
+    /// A layer retrying every request with `policy`, unless the request carries its own `P`
+    /// in its extensions (which wins). Cheaper than inserting the same policy into every
+    /// request: no extension is allocated per request.
+    pub fn with_default(policy: P) -> Self {
+        Self {
+            default: Some(policy),
             _policy: PhantomData,
         }
     }
@@ -46,9 +61,10 @@ impl Default for RetryLayer {
     }
 }
 
-impl<P> Clone for RetryLayer<P> {
+impl<P: Clone> Clone for RetryLayer<P> {
     fn clone(&self) -> Self {
         Self {
+            default: self.default.clone(),
             _policy: PhantomData,
         }
     }
@@ -62,12 +78,13 @@ impl<P> fmt::Debug for RetryLayer<P> {
     }
 }
 
-impl<S, P> tower_layer::Layer<S> for RetryLayer<P> {
+impl<S, P: Clone> tower_layer::Layer<S> for RetryLayer<P> {
     type Service = Retry<S, P>;
 
     fn layer(&self, inner: S) -> Retry<S, P> {
         Retry {
             inner,
+            default: self.default.clone(),
             _policy: PhantomData,
         }
     }
@@ -80,6 +97,7 @@ impl<S> Retry<S> {
     pub const fn new(inner: S) -> Self {
         Self {
             inner,
+            default: None,
             _policy: PhantomData,
         }
     }
@@ -107,10 +125,11 @@ impl<S, P> Retry<S, P> {
     }
 }
 
-impl<S: Clone, P> Clone for Retry<S, P> {
+impl<S: Clone, P: Clone> Clone for Retry<S, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            default: self.default.clone(),
             _policy: PhantomData,
         }
     }
@@ -142,7 +161,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(policy) = req.extensions_mut().remove::<P>() else {
+        let policy = match req.extensions_mut().remove::<P>() {
+            Some(p) => Some(p),
+            None => self.default.clone(),
+        };
+        let Some(policy) = policy else {
             let future = self.inner.call(req.map(ReplayBody::passthrough));
             return ResponseFuture::passthrough(future);
         };

@@ -232,6 +232,38 @@ async fn attempts_is_the_number_of_retries() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn default_policy_applies_unless_the_request_carries_one() {
+    let (svc, seen) = scripted(|_| status(503));
+    let layer = RetryLayer::with_default(policy(&[503], 1));
+    let rsp = layer
+        .layer(svc.clone())
+        .oneshot(request(MockBody::new().data("x"), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(&rsp),
+        RetryOutcome {
+            attempts: 2,
+            stopped: Some(RetryStop::LimitExceeded)
+        },
+        "no extension: the layer's default policy (1 retry) applies"
+    );
+    let rsp = layer
+        .layer(svc)
+        .oneshot(request(MockBody::new().data("x"), Some(policy(&[503], 3))))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(&rsp).attempts,
+        4,
+        "the request's own policy (3 retries) wins over the default"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 6);
+    assert!(seen.iter().all(|s| s.body.as_deref() == Ok(&b"x"[..])));
+}
+
+#[tokio::test(start_paused = true)]
 async fn zero_retries_and_unlisted_statuses_are_not_retried() {
     let (svc, seen) = scripted(|_| status(503));
     let rsp = Retry::new(svc.clone())
