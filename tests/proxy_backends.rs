@@ -228,3 +228,65 @@ async fn refusing_endpoint_beside_a_healthy_one_never_fails_a_request() {
         "the refusing endpoint shows as pending"
     );
 }
+
+/// An `http2` backend gets one connection per endpoint, whatever authorities the requests
+/// name (they keep them as `:authority`), instead of one connection per authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_backend_shares_one_connection_across_authorities() {
+    let backend = TestServer::backend().await.unwrap();
+    let yaml = format!(
+        "backends:
+  - name: b
+    protocol: http2
+    endpoints: [{}]
+routes:
+  - name: web
+    rules:
+      - backendRefs: [{{ name: b }}]
+",
+        backend.addr()
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    // A first request opens the endpoint's connection (the endpoint's health probe is a
+    // connection too): every later one must reuse it.
+    let mut http = HttpClient::http1(proxy.addr).await.unwrap();
+    let rsp = http.get("/first").await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    collect(rsp.into_body()).await.unwrap();
+    let before = backend.connection_count();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let addr = proxy.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut http = HttpClient::http1(addr).await.unwrap();
+            let req = Request::get("/shared")
+                .header("host", format!("h{i}.example"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let rsp = http.send(req).await.unwrap();
+            assert_eq!(rsp.status(), 200, "authority {i}");
+            collect(rsp.into_body()).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        backend.connection_count(),
+        before,
+        "one HTTP/2 connection per endpoint, not one per authority"
+    );
+    let mut authorities: Vec<String> = backend
+        .requests()
+        .iter()
+        .filter(|r| r.uri.path() == "/shared")
+        .filter_map(|r| r.uri.authority().map(ToString::to_string))
+        .collect();
+    authorities.sort();
+    authorities.dedup();
+    assert_eq!(
+        authorities.len(),
+        20,
+        "each request keeps its authority: {authorities:?}"
+    );
+}

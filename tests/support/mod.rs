@@ -32,14 +32,19 @@ pub fn proxy_bin() -> PathBuf {
         .and_then(Path::parent)
         .expect("test executables live in target/<profile>/deps");
     let bin = profile_dir.join("examples").join("proxy");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "proxy"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example proxy");
-        assert!(status.success(), "building the proxy example failed");
-    }
+    // `cargo test --test NAME` does not build examples: build (or confirm up to date) once per
+    // test process, so a suite never runs a stale binary.
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--example", "proxy"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        cmd.status().is_ok_and(|s| s.success())
+    });
+    assert!(*built, "building the proxy example failed");
     bin
 }
 

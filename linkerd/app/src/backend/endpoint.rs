@@ -1,7 +1,10 @@
 //! One endpoint: a client that dials one address whatever the request URI says, with a health
 //! state that keeps `poll_ready` Pending (never Err) while the endpoint connects or backs off.
 
-use super::h1pool::{H1Pool, SendError};
+use super::{
+    h1pool::{H1Pool, SendError},
+    h2conn::H2Conn,
+};
 use crate::{BoxBody, BoxError};
 use http::{Request, Response, Uri, Version, uri::Authority};
 use http_body_util::BodyExt;
@@ -71,6 +74,8 @@ pub struct Endpoint {
     client: Client<FixedConnector, BoxBody>,
     /// Plain HTTP/1.1 requests (not upgrades or CONNECT) use this pool instead of `client`.
     h1: Option<Arc<H1Pool>>,
+    /// Plain HTTP/2 requests (not CONNECT) share this connection instead of `client`.
+    h2: Option<Arc<H2Conn>>,
     health: Arc<Health>,
 }
 
@@ -131,6 +136,9 @@ impl Endpoint {
             http2: params.http2,
             client,
             h1: (!params.http2).then(|| H1Pool::new(addr, params.connect_timeout, params.max_idle)),
+            h2: params
+                .http2
+                .then(|| H2Conn::new(addr, params.connect_timeout)),
             health,
         }
     }
@@ -170,6 +178,11 @@ impl tower::Service<Request<BoxBody>> for Endpoint {
             && !req.headers().contains_key(http::header::UPGRADE)
         {
             return Box::pin(send_h1(pool.clone(), self.health.clone(), req, self.addr));
+        }
+        if let Some(conn) = &self.h2
+            && req.method() != http::Method::CONNECT
+        {
+            return Box::pin(send_h2(conn.clone(), self.health.clone(), req, self.addr));
         }
         absolute_uri(&mut req, self.addr);
         if !self.http2 && req.method() != http::Method::CONNECT {
@@ -235,18 +248,59 @@ async fn send_h1(
     *req.version_mut() = Version::HTTP_11;
     match pool.send(req).await {
         Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
-        Err(SendError::Connect(error)) => {
-            health.mark_failed();
-            Err(ProxyError::connect_failed().with_source(error).into())
+        Err(error) => Err(send_error(&health, error)),
+    }
+}
+
+/// Sends a plain HTTP/2 request on the endpoint's connection.
+async fn send_h2(
+    conn: Arc<H2Conn>,
+    health: Arc<Health>,
+    mut req: Request<BoxBody>,
+    addr: SocketAddr,
+) -> Result<Response<BoxBody>, BoxError> {
+    absolute_uri(&mut req, addr);
+    *req.version_mut() = Version::HTTP_2;
+    // An HTTP/2 upstream shutting down gracefully refuses the streams that reach it after
+    // its final GOAWAY; they were never processed (RFC 9113 section 6.8), so a bodiless
+    // request is sent once more, on a new connection.
+    let replay = http_body::Body::is_end_stream(req.body()).then(|| bodiless_copy(&req));
+    let result = match (conn.clone().send(req).await, replay) {
+        (Err(SendError::Http(error)), Some(again)) if refused_by_goaway(&error) => {
+            conn.forget();
+            conn.send(again).await
         }
-        Err(SendError::Http(error)) if error.is_incomplete_message() => {
+        (result, _) => result,
+    };
+    match result {
+        Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
+        Err(error) => Err(send_error(&health, error)),
+    }
+}
+
+/// The error a request that got no response reports (DESIGN.md section 5).
+fn send_error(health: &Health, error: SendError) -> BoxError {
+    match error {
+        SendError::Connect(error) => {
+            health.mark_failed();
+            ProxyError::connect_failed().with_source(error).into()
+        }
+        SendError::Http(error) if error.is_incomplete_message() => {
             // Sent, and the upstream closed the connection without answering: it may have
             // been processed, so it is not retried; the client sees an upstream reset.
-            Err(ProxyError::reset(h2::Reason::INTERNAL_ERROR)
+            ProxyError::reset(h2::Reason::INTERNAL_ERROR)
                 .with_source(error)
-                .into())
+                .into()
         }
-        Err(SendError::Http(error)) => Err(error.into()),
+        SendError::Http(error) if refused_by_goaway(&error) => {
+            // Not processed, so safe to retry: REFUSED_STREAM (retried by retry policies; an
+            // HTTP/2 client gets RST_STREAM(REFUSED_STREAM)).
+            let refused = h2::Reason::REFUSED_STREAM;
+            ProxyError::reset(refused)
+                .with_source(h2::Error::from(refused))
+                .into()
+        }
+        SendError::Http(error) => error.into(),
     }
 }
 

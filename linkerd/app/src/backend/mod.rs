@@ -4,6 +4,7 @@
 mod discovery;
 mod endpoint;
 mod h1pool;
+mod h2conn;
 
 pub use discovery::{Discovery, Resolve, SystemResolver, split_host_port};
 pub use endpoint::{Conn, Endpoint, EndpointParams, EndpointStates, FixedConnector};
