@@ -81,6 +81,11 @@ enum Inner<B> {
         body: B,
         too_large: bool,
     },
+    /// The body was complete when wrapped (most `GET`s): every clone is an empty body, and
+    /// nothing is shared or allocated. The original keeps the body only to drop it.
+    Empty {
+        _body: Option<B>,
+    },
     Replay(Replay<B>),
 }
 
@@ -127,6 +132,11 @@ impl<B: Body> ReplayBody<B> {
     /// If the body's `size_hint` lower bound is already above `max_bytes`, nothing will ever
     /// be buffered: the result streams `body` once and is neither replayable nor clonable.
     pub fn new(body: B, max_bytes: usize) -> Self {
+        if body.is_end_stream() {
+            return Self {
+                inner: Inner::Empty { _body: Some(body) },
+            };
+        }
         let max_bytes = u64::try_from(max_bytes).unwrap_or(u64::MAX);
         let initial_hint = body.size_hint();
         if initial_hint.lower() > max_bytes {
@@ -182,6 +192,7 @@ impl<B> ReplayBody<B> {
     pub fn is_replayable(&self) -> bool {
         match &self.inner {
             Inner::Passthrough { .. } => false,
+            Inner::Empty { .. } => true,
             Inner::Replay(r) => r.shared.status.load(Ordering::Acquire) == REPLAYABLE,
         }
     }
@@ -191,6 +202,7 @@ impl<B> ReplayBody<B> {
     pub fn is_capped(&self) -> bool {
         match &self.inner {
             Inner::Passthrough { too_large, .. } => *too_large,
+            Inner::Empty { .. } => false,
             Inner::Replay(r) => r.shared.status.load(Ordering::Acquire) == CAPPED,
         }
     }
@@ -201,6 +213,9 @@ impl<B> ReplayBody<B> {
     /// The clone shares the buffer; it reads nothing until it is polled.
     pub fn try_clone(&self) -> Option<Self> {
         match &self.inner {
+            Inner::Empty { .. } => Some(Self {
+                inner: Inner::Empty { _body: None },
+            }),
             Inner::Replay(r) if self.is_replayable() => Some(Self {
                 inner: Inner::Replay(Replay {
                     shared: r.shared.clone(),
@@ -232,6 +247,7 @@ where
                 let frame = ready!(Pin::new(body).poll_frame(cx));
                 Poll::Ready(frame.map(|f| f.map(|f| f.map_data(into_bytes)).map_err(Into::into)))
             }
+            Inner::Empty { .. } => Poll::Ready(None),
             Inner::Replay(r) => r.poll_frame(cx),
         }
     }
@@ -239,6 +255,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Passthrough { body, .. } => body.is_end_stream(),
+            Inner::Empty { .. } => true,
             Inner::Replay(r) => r.with_state(|r, s| s.is_some_and(|s| r.is_end(s))),
         }
     }
@@ -246,6 +263,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Passthrough { body, .. } => body.size_hint(),
+            Inner::Empty { .. } => SizeHint::with_exact(0),
             Inner::Replay(r) => r.with_state(|r, s| match s {
                 Some(s) => r.size_hint(s),
                 // Held by another clone: polling would fail. A clone that has not started
@@ -264,6 +282,11 @@ impl<B> fmt::Debug for ReplayBody<B> {
                 .debug_struct("ReplayBody")
                 .field("replayable", &false)
                 .field("capped", too_large)
+                .finish_non_exhaustive(),
+            Inner::Empty { .. } => f
+                .debug_struct("ReplayBody")
+                .field("replayable", &true)
+                .field("empty", &true)
                 .finish_non_exhaustive(),
             Inner::Replay(r) => f
                 .debug_struct("ReplayBody")

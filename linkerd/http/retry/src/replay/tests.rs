@@ -398,3 +398,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_body_complete_when_wrapped_replays_as_empty_without_sharing() {
+    let mut original = ReplayBody::new(MockBody::new(), 1024);
+    assert!(original.is_end_stream(), "an empty mock body is at its end");
+    assert!(
+        matches!(original.inner, Inner::Empty { .. }),
+        "no shared state"
+    );
+    assert!(original.is_replayable() && !original.is_capped());
+    let mut clones: Vec<_> = (0..3)
+        .map(|_| original.try_clone().expect("always clonable"))
+        .collect();
+    assert_eq!(read_all(&mut original), Read::default());
+    for clone in &mut clones {
+        assert!(clone.is_end_stream());
+        assert_eq!(clone.size_hint().exact(), Some(0));
+        assert_eq!(
+            read_all(clone),
+            Read::default(),
+            "each clone is the same empty body"
+        );
+    }
+    // A body with data (or only trailers) still buffers.
+    let with_trailers = ReplayBody::new(MockBody::new().trailers(HeaderMap::new()), 1024);
+    assert!(matches!(with_trailers.inner, Inner::Replay(_)));
+}
