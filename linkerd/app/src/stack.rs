@@ -175,7 +175,9 @@ pub fn build(
         .filter(|b| b.protocol == BackendProtocol::Http2)
         .map(|b| b.name.clone())
         .collect();
+    // Each rule's stack is built with its policy: the router need not insert it per request.
     let router = RouteLayer::new(table)
+        .without_policy_extension()
         .with_listen_port(config.listen.port())
         .with_mirror(mirror)
         .with_rng(rng)

@@ -575,3 +575,46 @@ routes:
         "applied exactly once, by the per-rule layer"
     );
 }
+
+#[tokio::test]
+async fn without_policy_extension_leaves_the_policy_out_and_keeps_the_match() {
+    let yaml = r#"
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{ name: b }]
+"#;
+    let seen = |rule: &Rule<RuleExtensions>| {
+        let _ = rule;
+        Echo::new(tower::service_fn(
+            |req: Request<MirrorBody<String>>| async move {
+                let mut rsp = Response::new(String::new());
+                let flags = format!(
+                    "match={} policy={}",
+                    req.extensions().get::<RouteMatch>().is_some(),
+                    req.extensions().get::<RuleExtensions>().is_some()
+                );
+                rsp.headers_mut()
+                    .insert("x-seen", flags.parse().expect("value"));
+                Ok::<_, Infallible>(rsp)
+            },
+        ))
+    };
+    let rsp = RouteLayer::new(support::table(yaml))
+        .without_policy_extension()
+        .layer(seen)
+        .oneshot(get("http://example.test/"))
+        .await
+        .expect("infallible");
+    assert_eq!(rsp.headers()["x-seen"], "match=true policy=false");
+    let rsp = RouteLayer::new(support::table(yaml))
+        .layer(seen)
+        .oneshot(get("http://example.test/"))
+        .await
+        .expect("infallible");
+    assert_eq!(
+        rsp.headers()["x-seen"],
+        "match=true policy=true",
+        "the default inserts it"
+    );
+}
