@@ -36,13 +36,13 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tower::{
-    Layer, Service, ServiceBuilder, ServiceExt,
-    util::{BoxCloneService, Either},
-};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, util::Either};
 
 /// The proxy's whole service, as the server edge calls it.
-pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, BoxError>;
+///
+/// Shared behind an `Arc`: the server clones it per request, and cloning a boxed service would
+/// allocate a copy of the whole stack each time.
+pub type ProxyService = SharedService<Request<Incoming>>;
 
 /// A per-rule service: cloning it (the router does, per request) is a reference-count
 /// increment, where a `BoxCloneSyncService` would allocate a boxed copy of the whole stack.
@@ -198,7 +198,7 @@ pub fn build(
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .service(router);
     Ok(Built {
-        service: BoxCloneService::new(service),
+        service: SharedService::new(service),
         tunnels,
         backends: backends
             .into_iter()
