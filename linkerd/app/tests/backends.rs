@@ -344,3 +344,56 @@ async fn every_waiting_request_proceeds_when_an_endpoint_comes_up() {
     }
     server.abort();
 }
+
+/// A backend whose set shrinks to one endpoint, grows to two, then empties: each request
+/// goes to a member of the current set (the one-endpoint shortcut follows the set), and an
+/// empty set answers `no endpoints`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_follows_the_set_through_one_two_and_no_endpoints() {
+    let a = TestServer::backend().await.unwrap();
+    let b = TestServer::backend().await.unwrap();
+    let resolver = FakeResolver(Arc::new(Mutex::new(Ok(vec![a.addr()]))));
+    let mut svc = BackendHandle::new(
+        &params(Duration::from_millis(200), 100),
+        Discovery::Dns {
+            target: "web.test:80".into(),
+            refresh: Duration::from_millis(20),
+            resolver: Arc::new(resolver.clone()),
+        },
+    );
+    wait_until(|| svc.states().ready() == 1).await;
+    for _ in 0..20 {
+        assert_eq!(send(&mut svc, req(None)).await.unwrap(), a.addr());
+    }
+    // One endpoint, replaced by another: nothing more reaches the first.
+    *resolver.0.lock().unwrap() = Ok(vec![b.addr()]);
+    wait_until(|| svc.states().total() == 1 && svc.states().ready() == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a_before = a.request_count();
+    for _ in 0..20 {
+        assert_eq!(send(&mut svc, req(None)).await.unwrap(), b.addr());
+    }
+    assert_eq!(
+        a.request_count(),
+        a_before,
+        "the replaced endpoint gets nothing"
+    );
+    // Two endpoints: both get traffic.
+    *resolver.0.lock().unwrap() = Ok(vec![a.addr(), b.addr()]);
+    wait_until(|| svc.states().ready() == 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        seen.insert(send(&mut svc, req(None)).await.unwrap());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "both endpoints serve");
+    // No endpoints.
+    *resolver.0.lock().unwrap() = Ok(vec![]);
+    wait_until(|| svc.states().total() == 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = send(&mut svc, req(None)).await.expect_err("no endpoints");
+    assert_eq!(to_proxy_error(&*err).kind(), ProxyErrorKind::NoEndpoints);
+}

@@ -153,26 +153,12 @@ impl Endpoint {
     pub fn retire(&self) {
         self.health.retire();
     }
-}
 
-impl tower::Service<Request<BoxBody>> for Endpoint {
-    type Response = Response<BoxBody>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.health.ready.load(Ordering::Acquire) {
-            return Poll::Ready(Ok(()));
-        }
-        *self.health.waker.lock().expect("endpoint waker lock") = Some(cx.waker().clone());
-        // Re-check: the prober may have flipped the state before the waker was stored.
-        if self.health.ready.load(Ordering::Acquire) {
-            return Poll::Ready(Ok(()));
-        }
-        Poll::Pending
-    }
-
-    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+    /// Sends `req` to the endpoint (what `call` does; no readiness needed).
+    pub fn send(
+        &self,
+        mut req: Request<BoxBody>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>> {
         if let Some(pool) = &self.h1
             && req.method() != http::Method::CONNECT
             && !req.headers().contains_key(http::header::UPGRADE)
@@ -234,6 +220,33 @@ impl tower::Service<Request<BoxBody>> for Endpoint {
                 }
             }
         })
+    }
+
+    /// Whether the endpoint is connected (its `poll_ready` would be Ready).
+    pub fn is_ready(&self) -> bool {
+        self.health.ready.load(Ordering::Acquire)
+    }
+}
+
+impl tower::Service<Request<BoxBody>> for Endpoint {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.health.ready.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        *self.health.waker.lock().expect("endpoint waker lock") = Some(cx.waker().clone());
+        // Re-check: the prober may have flipped the state before the waker was stored.
+        if self.health.ready.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+
+    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+        self.send(req)
     }
 }
 

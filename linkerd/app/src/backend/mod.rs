@@ -83,6 +83,31 @@ struct Shared {
     /// Requests waiting for an endpoint.
     waiting: AtomicUsize,
     capacity: usize,
+    /// The endpoint, when the backend has exactly one.
+    sole: Arc<SoleEndpoint>,
+}
+
+/// The only endpoint of a backend that has exactly one: p2c over one endpoint always picks
+/// it, and load tracking has nothing to compare, so a request finding it ready goes straight
+/// to it (no balancer lock, no ready-cache bookkeeping, no completion tracking). When it is
+/// not ready, requests take the balancer's path (waiting, fail-fast) as usual.
+#[derive(Default)]
+struct SoleEndpoint(std::sync::RwLock<Option<Endpoint>>);
+
+impl SoleEndpoint {
+    fn set(&self, ep: Option<Endpoint>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = ep;
+    }
+
+    /// Sends `req` to the sole endpoint if there is one and it is ready; else gives it back.
+    #[allow(clippy::result_large_err)] // the request comes back as it was given
+    fn send(&self, req: Request<BoxBody>) -> Result<BoxFuture, Request<BoxBody>> {
+        let ep = self.0.read().unwrap_or_else(|e| e.into_inner());
+        match ep.as_ref() {
+            Some(ep) if ep.is_ready() => Ok(ep.send(req)),
+            _ => Err(req),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -120,11 +145,13 @@ impl BackendHandle {
         let states = Arc::new(EndpointStates::default());
         let resolved = Arc::new(AtomicBool::new(false));
         let addrs = discovery.spawn();
+        let sole = Arc::new(SoleEndpoint::default());
         let changes = endpoint_changes(
             addrs,
             params.endpoint.clone(),
             states.clone(),
             resolved.clone(),
+            sole.clone(),
         );
         let discover = PeakEwmaDiscover::new::<Request<BoxBody>>(
             changes,
@@ -149,6 +176,7 @@ impl BackendHandle {
             waiters,
             waiting: AtomicUsize::new(0),
             capacity: params.queue.max(1),
+            sole,
         });
         Self { shared, states }
     }
@@ -208,6 +236,14 @@ impl DispatchFuture {
     /// Polls the balancer's readiness and starts the call when it is ready.
     fn try_dispatch(&mut self, cx: &mut Context<'_>) -> Poll<Result<BoxFuture, BoxError>> {
         let shared = &*self.shared;
+        if let Dispatch::Waiting(slot) = &mut self.state
+            && let Some(req) = slot.take()
+        {
+            match shared.sole.send(req) {
+                Ok(fut) => return Poll::Ready(Ok(fut)),
+                Err(req) => *slot = Some(req),
+            }
+        }
         let mut balancer = shared.balancer.lock().unwrap_or_else(|e| e.into_inner());
         let mut shared_cx = Context::from_waker(&shared.wake_all);
         let mut ready = balancer.poll_ready(&mut shared_cx);
@@ -308,6 +344,7 @@ fn endpoint_changes(
     params: EndpointParams,
     states: Arc<EndpointStates>,
     resolved: Arc<AtomicBool>,
+    sole: Arc<SoleEndpoint>,
 ) -> impl Stream<Item = Result<Change<SocketAddr, Endpoint>, Infallible>> + Send + Unpin + 'static {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -336,6 +373,11 @@ fn endpoint_changes(
                     }
                 }
             }
+            sole.set(
+                (current.len() == 1)
+                    .then(|| current.values().next().cloned())
+                    .flatten(),
+            );
             // From now on an empty set means "no endpoints", not "not known yet".
             resolved.store(true, Ordering::Release);
             tokio::select! {
@@ -343,6 +385,7 @@ fn endpoint_changes(
                 _ = tx.closed() => break,
             }
         }
+        sole.set(None);
         for ep in current.values() {
             ep.retire();
         }
