@@ -20,7 +20,7 @@ use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_access_log::{AccessLogLayer, AccessLogWriter};
 use linkerd_http_classify::{ClassifyLayer, ProxyError, StatusRanges};
 use linkerd_http_metrics::Metrics;
-use linkerd_http_retry::{Budget, GrpcCodes, RetryLayer, RetryPolicy};
+use linkerd_http_retry::{Budget, GrpcCodes, PeekTrailersBody, RetryLayer, RetryPolicy};
 use linkerd_http_route::{
     BackendName, MirrorBody, MirrorConfig, MirrorService, RouteLayer, RouteTable, Rule, SharedRng,
     WeightedSplit,
@@ -274,7 +274,6 @@ fn rule_stack(
                 Either::Right(handle)
             };
             let svc = ServiceBuilder::new()
-                .map_response(|rsp: Response<_>| rsp.map(box_body))
                 .layer(families.backend_layer(route_name.clone(), r.name.as_str()))
                 .layer(linkerd_http_h2::H2ResetLayer::with_hook(ResetHook(
                     metrics.clone(),
@@ -316,15 +315,17 @@ fn rule_stack(
         _ => Either::Right(split),
     };
     let retried = match retry {
+        // Both branches answer with a `PeekTrailersBody` over the backend's body (a
+        // pass-through one without retries), so no body box is needed to unify them.
         Some(policy) => Either::Left(
             ServiceBuilder::new()
-                .map_response(|rsp: Response<_>| rsp.map(box_body))
                 .layer(RetryLayer::with_default(policy))
                 .map_request(|req: Request<_>| req.map(box_body))
                 .service(attempt),
         ),
         None => Either::Right(
             ServiceBuilder::new()
+                .map_response(|rsp: Response<_>| rsp.map(PeekTrailersBody::passthrough))
                 .map_request(|req: Request<RuleBody>| req.map(box_body))
                 .service(attempt),
         ),
@@ -396,27 +397,46 @@ struct AttemptTimeout<S> {
     timeout: Duration,
 }
 
-impl<S> Service<Request<BoxBody>> for AttemptTimeout<S>
+impl<S, Rsp> Service<Request<BoxBody>> for AttemptTimeout<S>
 where
-    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>,
-    S::Future: Send + 'static,
+    S: Service<Request<BoxBody>, Response = Rsp, Error = BoxError>,
 {
-    type Response = Response<BoxBody>;
+    type Response = Rsp;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+    type Future = AttemptTimeoutFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
-        let fut = tokio::time::timeout(self.timeout, self.inner.call(req));
-        Box::pin(futures_util::FutureExt::map(fut, |r| match r {
-            Ok(result) => result,
-            Err(_) => Err(ProxyError::backend_request_timeout()
+        AttemptTimeoutFuture {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(req)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`AttemptTimeout`].
+    struct AttemptTimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+    }
+}
+
+impl<F, Rsp> Future for AttemptTimeoutFuture<F>
+where
+    F: Future<Output = Result<Rsp, BoxError>>,
+{
+    type Output = Result<Rsp, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::task::ready!(self.project().inner.poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(_) => Poll::Ready(Err(ProxyError::backend_request_timeout()
                 .with_source(h2::Error::from(h2::Reason::CANCEL))
-                .into()),
-        }))
+                .into())),
+        }
     }
 }
 
