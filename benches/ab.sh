@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A/B CPU comparison of proxy builds or configs, alternating runs against one backend.
+#
+# usage: benches/ab.sh RUNS TARGET...
+#   TARGET is BINARY[:CONFIG] (a proxy binary, CONFIG defaults to benches/proxy.yaml) or
+#   `passthrough`. Example, comparing a saved build with the current one:
+#     cp target/release/examples/proxy /tmp/proxy-before   # ... change, rebuild ...
+#     benches/ab.sh 3 /tmp/proxy-before target/release/examples/proxy passthrough
+#
+# Each run: start the target pinned to core 0 (backend and wrk on core 1), warm up 1 s, then
+# `wrk -t1 -c64 -d4s`; prints the target's user and system CPU microseconds per request (from
+# /proc/<pid>/stat). Loopback only (ports 18080/18082); every process is stopped by its PID.
+# Needs release builds of bench_backend and passthrough (benches/load.sh builds them) and wrk.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/target/release/examples
+RUNS=${1:?usage: benches/ab.sh RUNS TARGET...}
+shift
+[[ $# -gt 0 && "$RUNS" =~ ^[0-9]+$ ]] || { echo "usage: benches/ab.sh RUNS TARGET..." >&2; exit 2; }
+TMP=$(mktemp -d /tmp/linkerd-http-ab.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+TICK=$(getconf CLK_TCK)
+taskset -c 1 "$BIN/bench_backend" --listen 127.0.0.1:18080 >"$TMP/backend.log" 2>&1 &
+PIDS+=($!)
+sleep 0.5
+for run in $(seq 1 "$RUNS"); do
+    for target in "$@"; do
+        if [[ "$target" == passthrough ]]; then
+            taskset -c 0 "$BIN/passthrough" --listen 127.0.0.1:18082 \
+                --upstream 127.0.0.1:18080 >"$TMP/target.log" 2>&1 &
+        else
+            bin=${target%%:*}
+            config=$ROOT/benches/proxy.yaml
+            [[ "$target" == *:* ]] && config=${target#*:}
+            sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access.log#" "$config" >"$TMP/proxy.yaml"
+            taskset -c 0 "$bin" --config "$TMP/proxy.yaml" --listen 127.0.0.1:18082 \
+                --admin 127.0.0.1:18083 >"$TMP/target.log" 2>&1 &
+        fi
+        pid=$!
+        PIDS+=("$pid")
+        for _ in $(seq 1 50); do
+            (echo >/dev/tcp/127.0.0.1/18082) 2>/dev/null && break
+            sleep 0.1
+        done
+        taskset -c 1 timeout 30 wrk -t1 -c64 -d1s http://127.0.0.1:18082/ >/dev/null 2>&1 || true
+        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        n=$(taskset -c 1 timeout 60 wrk -t1 -c64 -d4s http://127.0.0.1:18082/ 2>&1 |
+            awk '/requests in/{print $1}')
+        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+        awk -v r="$run" -v t="$target" -v n="${n:-0}" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$TICK" \
+            'BEGIN { if (n == 0) { printf "run %s %s: no requests\n", r, t; exit }
+                     printf "run %s %s: requests=%d user_us/req=%.2f sys_us/req=%.2f\n",
+                            r, t, n, u * 1e6 / hz / n, s * 1e6 / hz / n }'
+    done
+done
