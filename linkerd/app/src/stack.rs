@@ -67,7 +67,16 @@ where
     R: Send + 'static,
 {
     fn call_shared(&self, req: R) -> BoxResponseFuture {
-        Box::pin(self.clone().oneshot(req))
+        let mut svc = self.clone();
+        // The proxy's stacks are always ready (their queues are per request): call at once,
+        // boxing only the response future, rather than a `Oneshot` that holds the service
+        // clone too and moves the future once more when it starts.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Box::pin(svc.call(req)),
+            Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
+            Poll::Pending => Box::pin(svc.oneshot(req)),
+        }
     }
 }
 
