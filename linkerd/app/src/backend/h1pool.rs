@@ -84,7 +84,9 @@ impl H1Pool {
         loop {
             let (mut tx, reused) = match self.checkout() {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: the dialling future is large and rare; inline it would grow every
+                // request's future.
+                None => (Box::pin(self.connect()).await?, false),
             };
             if let Err(e) = tx.ready().await {
                 if reused {

@@ -104,7 +104,8 @@ impl H2Conn {
         if let Some(tx) = self.open() {
             return Ok(tx);
         }
-        let tx = self.connect().await?;
+        // Boxed: the dialling future is large and rare (see the HTTP/1 pool).
+        let tx = Box::pin(self.connect()).await?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         Ok(tx)
     }
