@@ -96,14 +96,18 @@ fn json(r: &Record, out: &mut impl Write) -> fmt::Result {
         match value(r, i) {
             Value::Null => out.write_str("null")?,
             Value::Str(s) => json_str(s, out)?,
-            Value::Uint(n) => write!(out, "{n}")?,
+            Value::Uint(n) => write_u64(n, out)?,
             Value::Float(f) => write_ms(f, out)?,
             Value::Timestamp(r) => {
                 out.write_char('"')?;
                 Civil::from_system(r.timestamp).rfc3339(out)?;
                 out.write_char('"')?;
             }
-            Value::Addr(a) => write!(out, "\"{a}\"")?,
+            Value::Addr(a) => {
+                out.write_char('"')?;
+                write_addr(a, out)?;
+                out.write_char('"')?;
+            }
             Value::Uri(u) => {
                 // A URI holds only visible ASCII, but may hold `"` or `\` in its query.
                 out.write_char('"')?;
@@ -116,11 +120,73 @@ fn json(r: &Record, out: &mut impl Write) -> fmt::Result {
     out.write_char('}')
 }
 
+/// Milliseconds with three decimals (microsecond resolution), written without the float
+/// formatting machinery: the value is rounded to whole microseconds first.
 fn write_ms(f: f64, out: &mut impl Write) -> fmt::Result {
-    if f.is_finite() {
-        write!(out, "{:.3}", f.max(0.0))
-    } else {
-        out.write_char('0')
+    if !f.is_finite() {
+        return out.write_char('0');
+    }
+    let micros = (f.max(0.0) * 1000.0).round();
+    if micros >= 1e18 {
+        // Beyond u64 precision: rare enough for the general path.
+        return write!(out, "{:.3}", f.max(0.0));
+    }
+    // In range and non-negative: the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let micros = micros as u64;
+    write_u64(micros / 1000, out)?;
+    let frac = micros % 1000;
+    let digits = [
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    out.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+}
+
+/// A decimal integer, without the formatting machinery.
+fn write_u64(mut n: u64, out: &mut impl Write) -> fmt::Result {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.write_str(std::str::from_utf8(&buf[i..]).map_err(|_| fmt::Error)?)
+}
+
+/// `n` as exactly `width` digits (zero-padded; `n` must fit).
+pub(crate) fn write_padded(n: u64, width: usize, out: &mut impl Write) -> fmt::Result {
+    let mut buf = [b'0'; 20];
+    let width = width.min(buf.len());
+    let mut n = n;
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.write_str(std::str::from_utf8(&buf[..width]).map_err(|_| fmt::Error)?)
+}
+
+/// A socket address as `Display` writes it (`1.2.3.4:80`, `[::1]:80`), with a fast path for
+/// IPv4.
+fn write_addr(a: std::net::SocketAddr, out: &mut impl Write) -> fmt::Result {
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.write_char('.')?;
+                }
+                write_u64(u64::from(octet), out)?;
+            }
+            out.write_char(':')?;
+            write_u64(u64::from(v4.port()), out)
+        }
+        v6 => write!(out, "{v6}"),
     }
 }
 
@@ -141,6 +207,12 @@ fn json_escaped(u: &http::Uri, out: &mut impl Write) -> fmt::Result {
 }
 
 fn escape_into(s: &str, out: &mut impl Write) -> fmt::Result {
+    // Only ASCII characters are escaped, and UTF-8 continuation bytes are never ASCII: a byte
+    // scan finds them, and most values need no escape at all.
+    let needs = |b: u8| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f;
+    if !s.bytes().any(needs) {
+        return out.write_str(s);
+    }
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let esc = match c {

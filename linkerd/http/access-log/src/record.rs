@@ -249,11 +249,22 @@ impl Civil {
 
     /// RFC 3339 in UTC with microseconds: `2024-05-06T07:08:09.123456Z`.
     pub(crate) fn rfc3339(&self, out: &mut impl Write) -> fmt::Result {
-        write!(
-            out,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second, self.micros
-        )
+        use crate::format::write_padded;
+        // The year is 1970 or later (see `from_system`).
+        write_padded(u64::try_from(self.year).unwrap_or(0), 4, out)?;
+        out.write_char('-')?;
+        write_padded(u64::from(self.month), 2, out)?;
+        out.write_char('-')?;
+        write_padded(u64::from(self.day), 2, out)?;
+        out.write_char('T')?;
+        write_padded(u64::from(self.hour), 2, out)?;
+        out.write_char(':')?;
+        write_padded(u64::from(self.minute), 2, out)?;
+        out.write_char(':')?;
+        write_padded(u64::from(self.second), 2, out)?;
+        out.write_char('.')?;
+        write_padded(u64::from(self.micros), 6, out)?;
+        out.write_char('Z')
     }
 
     /// The Apache `%t` form: `06/May/2024:07:08:09 +0000`.

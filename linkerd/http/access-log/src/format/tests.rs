@@ -107,3 +107,66 @@ proptest::proptest! {
         proptest::prop_assert_eq!(v["route"].as_str(), Some(route.as_str()));
     }
 }
+
+proptest::proptest! {
+    /// The hand-written number, duration, address and timestamp writers agree with the
+    /// standard formatting they replace.
+    #[test]
+    fn fast_writers_match_std_formatting(
+        n in proptest::num::u64::ANY,
+        micros in 0u64..1_000_000_000_000,
+        v4 in proptest::num::u32::ANY,
+        v6 in proptest::num::u128::ANY,
+        port in proptest::num::u16::ANY,
+        secs in 0u64..8_000_000_000,
+        sub_micros in 0u32..1_000_000,
+    ) {
+        let mut s = String::new();
+        write_u64(n, &mut s).expect("write");
+        proptest::prop_assert_eq!(&s, &n.to_string());
+
+        let ms = micros as f64 / 1000.0;
+        s.clear();
+        write_ms(ms, &mut s).expect("write");
+        proptest::prop_assert_eq!(&s, &format!("{ms:.3}"));
+
+        for addr in [
+            std::net::SocketAddr::from((std::net::Ipv4Addr::from(v4), port)),
+            std::net::SocketAddr::from((std::net::Ipv6Addr::from(v6), port)),
+        ] {
+            s.clear();
+            write_addr(addr, &mut s).expect("write");
+            proptest::prop_assert_eq!(&s, &addr.to_string());
+        }
+
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(secs)
+            + std::time::Duration::from_micros(u64::from(sub_micros));
+        let c = crate::record::Civil::from_system(t);
+        s.clear();
+        c.rfc3339(&mut s).expect("write");
+        let want = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+        );
+        proptest::prop_assert_eq!(s, want);
+    }
+}
+
+#[test]
+fn durations_round_to_microseconds_and_odd_values_stay_numbers() {
+    let mut s = String::new();
+    for (ms, want) in [
+        (0.0, "0.000"),
+        (1.5, "1.500"),
+        (0.0004, "0.000"),
+        (2.0006, "2.001"),
+        (-3.0, "0.000"),
+        (f64::NAN, "0"),
+        (f64::INFINITY, "0"),
+    ] {
+        s.clear();
+        write_ms(ms, &mut s).expect("write");
+        assert_eq!(s, want, "{ms}");
+    }
+}
