@@ -81,8 +81,8 @@ pub async fn serve<S>(
                 return;
             };
             let guard = observer(protocol);
-            let svc = Normalize {
-                inner: svc,
+            let svc = ConnService {
+                inner: std::sync::Mutex::new(svc),
                 client: ClientAddr(peer),
             };
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -102,8 +102,7 @@ pub async fn serve<S>(
                 return;
             }
             builder.http2().timer(TokioTimer::new());
-            let hyper_svc = hyper_util::service::TowerToHyperService::new(svc);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             if let Err(error) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
@@ -139,16 +138,18 @@ async fn detect(stream: &TcpStream, timeout: Duration) -> Option<&'static str> {
     tokio::time::timeout(timeout, work).await.ok().flatten()
 }
 
-/// The response normaliser: HEAD responses and 1xx/204/304 responses carry no body on any
-/// protocol (hyper's HTTP/2 server would send one, and h2 clients reset such streams);
-/// `content-length` is kept. Also records the client's address.
-#[derive(Clone, Debug)]
-struct Normalize<S> {
-    inner: S,
+/// One connection's service: the stack, cloned once for the connection and called in place
+/// for each of its requests (an adapter that clones the service per request would copy the
+/// whole stack each time), plus the response normaliser: HEAD responses and 1xx/204/304
+/// responses carry no body on any protocol (hyper's HTTP/2 server would send one, and h2
+/// clients reset such streams); `content-length` is kept. Also records the client's address.
+struct ConnService<S> {
+    /// Locked only to start a call: requests of one connection are started by its task.
+    inner: std::sync::Mutex<S>,
     client: ClientAddr,
 }
 
-impl<S> Service<Request<Incoming>> for Normalize<S>
+impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
     S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = BoxError>
         + Clone
@@ -158,21 +159,23 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = NormalizeFuture<S::Future>;
+    type Future = NormalizeFuture<
+        futures_util::future::Either<S::Future, tower::util::Oneshot<S, Request<Incoming>>>,
+    >;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // hyper-util clones this service for each request and drives it as a oneshot, so the
-        // inner service is readied and called in place: no second clone per request.
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        use futures_util::future::Either;
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
-        NormalizeFuture {
-            inner: self.inner.call(req),
-            head,
-        }
+        let mut svc = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // The proxy's stack is always ready (its queues are per request): call it in place.
+        // Otherwise a clone is driven to readiness (or its error) by the response future.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let inner = match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Either::Left(svc.call(req)),
+            _ => Either::Right(tower::ServiceExt::oneshot(svc.clone(), req)),
+        };
+        NormalizeFuture { inner, head }
     }
 }
 

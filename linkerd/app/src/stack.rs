@@ -36,13 +36,16 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tower::{Layer, Service, ServiceBuilder, ServiceExt, util::Either};
+use tower::{
+    Layer, Service, ServiceBuilder, ServiceExt,
+    util::{BoxCloneService, Either},
+};
 
 /// The proxy's whole service, as the server edge calls it.
 ///
-/// Shared behind an `Arc`: the server clones it per request, and cloning a boxed service would
-/// allocate a copy of the whole stack each time.
-pub type ProxyService = SharedService<Request<Incoming>>;
+/// The server clones it once per connection and calls that copy for each of the connection's
+/// requests.
+pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, BoxError>;
 
 /// A per-rule service: cloning it (the router does, per request) is a reference-count
 /// increment, where a `BoxCloneSyncService` would allocate a boxed copy of the whole stack.
@@ -207,7 +210,7 @@ pub fn build(
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .service(router);
     Ok(Built {
-        service: SharedService::new(service),
+        service: BoxCloneService::new(service),
         tunnels,
         backends: backends
             .into_iter()
