@@ -164,18 +164,13 @@ where
     >;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        use futures_util::future::Either;
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
         let mut svc = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // The proxy's stack is always ready (its queues are per request): call it in place.
-        // Otherwise a clone is driven to readiness (or its error) by the response future.
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let inner = match svc.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => Either::Left(svc.call(req)),
-            _ => Either::Right(tower::ServiceExt::oneshot(svc.clone(), req)),
-        };
-        NormalizeFuture { inner, head }
+        NormalizeFuture {
+            inner: crate::stack::call_now(&mut *svc, req),
+            head,
+        }
     }
 }
 

@@ -51,9 +51,28 @@ pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, Bo
 /// increment, where a `BoxCloneSyncService` would allocate a boxed copy of the whole stack.
 type Inner<B> = SharedService<Request<B>>;
 
+/// Calls `svc` at once when it is ready now (the proxy's stacks always are: their queues are
+/// per request), so the response future holds neither a service clone nor a second move of
+/// itself, as a `Oneshot` would; otherwise a clone is driven to readiness (or to its error)
+/// by the returned future.
+pub(crate) fn call_now<S, R>(
+    svc: &mut S,
+    req: R,
+) -> futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>
+where
+    S: Service<R> + Clone,
+{
+    use futures_util::future::Either;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => Either::Left(svc.call(req)),
+        _ => Either::Right(svc.clone().oneshot(req)),
+    }
+}
+
 /// A service shared behind an `Arc`; each call runs on a clone of the inner service (its
 /// layers are reference-counted handles) and returns one boxed future.
-pub struct SharedService<R>(Arc<dyn CallShared<R>>);
+pub(crate) struct SharedService<R>(Arc<dyn CallShared<R>>);
 
 type BoxResponseFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
@@ -70,16 +89,7 @@ where
     R: Send + 'static,
 {
     fn call_shared(&self, req: R) -> BoxResponseFuture {
-        let mut svc = self.clone();
-        // The proxy's stacks are always ready (their queues are per request): call at once,
-        // boxing only the response future, rather than a `Oneshot` that holds the service
-        // clone too and moves the future once more when it starts.
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match svc.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => Box::pin(svc.call(req)),
-            Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
-            Poll::Pending => Box::pin(svc.oneshot(req)),
-        }
+        Box::pin(call_now(&mut self.clone(), req))
     }
 }
 

@@ -193,32 +193,9 @@ impl Endpoint {
                 }
                 (result, _) => result,
             };
-            match result {
-                Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
-                Err(error) => {
-                    if is_connect_error(&error) {
-                        health.mark_failed();
-                        return Err(ProxyError::connect_failed().with_source(error).into());
-                    }
-                    if closed_before_response(&error) {
-                        // The request was sent and the upstream closed the connection without
-                        // answering: it may have been processed, so it is not retried; the
-                        // client sees an upstream reset (HTTP/1: 502; HTTP/2: RST_STREAM).
-                        return Err(ProxyError::reset(h2::Reason::INTERNAL_ERROR)
-                            .with_source(error)
-                            .into());
-                    }
-                    if refused_by_goaway(&error) {
-                        // Safe to retry: report it as REFUSED_STREAM (retried by retry
-                        // policies; an HTTP/2 client gets RST_STREAM(REFUSED_STREAM)).
-                        let refused = h2::Reason::REFUSED_STREAM;
-                        return Err(ProxyError::reset(refused)
-                            .with_source(h2::Error::from(refused))
-                            .into());
-                    }
-                    Err(error.into())
-                }
-            }
+            result
+                .map(boxed_response)
+                .map_err(|error| upstream_error(&health, error.into()))
         })
     }
 
@@ -259,10 +236,10 @@ async fn send_h1(
 ) -> Result<Response<BoxBody>, BoxError> {
     origin_form(&mut req, addr);
     *req.version_mut() = Version::HTTP_11;
-    match pool.send(req).await {
-        Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
-        Err(error) => Err(send_error(&health, error)),
-    }
+    pool.send(req)
+        .await
+        .map(boxed_response)
+        .map_err(|error| send_error(&health, error))
 }
 
 /// Sends a plain HTTP/2 request on the endpoint's connection.
@@ -285,36 +262,55 @@ async fn send_h2(
         }
         (result, _) => result,
     };
-    match result {
-        Ok(rsp) => Ok(rsp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
-        Err(error) => Err(send_error(&health, error)),
-    }
+    result
+        .map(boxed_response)
+        .map_err(|error| send_error(&health, error))
+}
+
+/// An upstream response with the stack's body type.
+fn boxed_response<B>(rsp: Response<B>) -> Response<BoxBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    rsp.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
 /// The error a request that got no response reports (DESIGN.md section 5).
 fn send_error(health: &Health, error: SendError) -> BoxError {
     match error {
+        // Dial failures (refused, unreachable, timed out) are always connect failures.
         SendError::Connect(error) => {
             health.mark_failed();
             ProxyError::connect_failed().with_source(error).into()
         }
-        SendError::Http(error) if error.is_incomplete_message() => {
-            // Sent, and the upstream closed the connection without answering: it may have
-            // been processed, so it is not retried; the client sees an upstream reset.
-            ProxyError::reset(h2::Reason::INTERNAL_ERROR)
-                .with_source(error)
-                .into()
-        }
-        SendError::Http(error) if refused_by_goaway(&error) => {
-            // Not processed, so safe to retry: REFUSED_STREAM (retried by retry policies; an
-            // HTTP/2 client gets RST_STREAM(REFUSED_STREAM)).
-            let refused = h2::Reason::REFUSED_STREAM;
-            ProxyError::reset(refused)
-                .with_source(h2::Error::from(refused))
-                .into()
-        }
-        SendError::Http(error) => error.into(),
+        SendError::Http(error) => upstream_error(health, error.into()),
     }
+}
+
+/// Maps an upstream client's error (hyper's or hyper-util's) to what the client sees.
+fn upstream_error(health: &Health, error: BoxError) -> BoxError {
+    if is_connect_error(&*error) {
+        health.mark_failed();
+        return ProxyError::connect_failed().with_source(error).into();
+    }
+    if closed_before_response(&*error) {
+        // Sent, and the upstream closed the connection without answering: it may have been
+        // processed, so it is not retried; the client sees an upstream reset (HTTP/1: 502;
+        // HTTP/2: RST_STREAM).
+        return ProxyError::reset(h2::Reason::INTERNAL_ERROR)
+            .with_source(error)
+            .into();
+    }
+    if refused_by_goaway(&*error) {
+        // Not processed, so safe to retry: REFUSED_STREAM (retried by retry policies; an
+        // HTTP/2 client gets RST_STREAM(REFUSED_STREAM)).
+        let refused = h2::Reason::REFUSED_STREAM;
+        return ProxyError::reset(refused)
+            .with_source(h2::Error::from(refused))
+            .into();
+    }
+    error
 }
 
 /// HTTP/1.1 requests travel in origin-form (`/path?query`) with a `Host` header: the
@@ -507,10 +503,7 @@ async fn probe(
     let mut attempt = 0u32;
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     loop {
-        let ok = matches!(
-            tokio::time::timeout(timeout, TcpStream::connect(addr)).await,
-            Ok(Ok(_))
-        );
+        let ok = dial(addr, timeout).await.is_ok();
         let Some(h) = health.upgrade() else { return };
         if ok {
             attempt = 0;
@@ -554,6 +547,16 @@ async fn closed(health: &std::sync::Weak<Health>) {
 
 use rand::SeedableRng;
 
+/// Opens a TCP connection to `addr` within `timeout`, with `TCP_NODELAY` set: every
+/// backend connection (pooled HTTP/1.1, shared HTTP/2, the legacy client's) is dialled here.
+pub(crate) async fn dial(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 // === impl FixedConnector ===
 
 impl tower::Service<Uri> for FixedConnector {
@@ -567,15 +570,7 @@ impl tower::Service<Uri> for FixedConnector {
 
     fn call(&mut self, _: Uri) -> Self::Future {
         let (addr, timeout) = (self.addr, self.timeout);
-        Box::pin(async move {
-            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                })??;
-            let _ = stream.set_nodelay(true);
-            Ok(Conn(TokioIo::new(stream)))
-        })
+        Box::pin(async move { Ok(Conn(TokioIo::new(dial(addr, timeout).await?))) })
     }
 }
 

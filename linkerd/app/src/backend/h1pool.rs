@@ -21,7 +21,7 @@ use std::{
     task::{Context, Poll, ready},
     time::Duration,
 };
-use tokio::{net::TcpStream, time::Instant};
+use tokio::time::Instant;
 
 /// How long a connection may sit idle before it is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -134,16 +134,9 @@ impl H1Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<BoxBody>, SendError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+        let stream = super::endpoint::dial(self.addr, self.connect_timeout)
             .await
-            .map_err(|_| {
-                SendError::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
             .map_err(SendError::Connect)?;
-        let _ = stream.set_nodelay(true);
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

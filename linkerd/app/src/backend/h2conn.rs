@@ -17,7 +17,6 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use tokio::net::TcpStream;
 
 /// One address's HTTP/2 connection.
 #[derive(Debug)]
@@ -111,16 +110,9 @@ impl H2Conn {
     }
 
     async fn connect(&self) -> Result<SendRequest<BoxBody>, SendError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+        let stream = super::endpoint::dial(self.addr, self.connect_timeout)
             .await
-            .map_err(|_| {
-                SendError::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
             .map_err(SendError::Connect)?;
-        let _ = stream.set_nodelay(true);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))

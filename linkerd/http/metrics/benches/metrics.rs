@@ -131,6 +131,7 @@ fn bench(c: &mut Criterion) {
     });
     let _ = addr;
 
+    // `PROFILE_ONLY=1`: run the stacked service only, a million times, for `perf record`.
     if std::env::var_os("PROFILE_ONLY").is_some() {
         measure(&rt, &mut stacked, 1_000_000);
         return;
