@@ -130,35 +130,34 @@ async fn full_queue_sheds_load_for_http_and_grpc() {
     let down = refused_addr();
     let proxy = Proxy::start(&config(&down.to_string(), "30s", 1), &[]);
 
-    // Three concurrent requests: one takes the queue's only slot and waits; the others are
-    // shed at once.
+    // One request takes the queue's only slot and waits for the whole test (its client stays
+    // connected: a request whose client goes away gives its slot back).
     let addr = proxy.addr;
-    let mut tasks = vec![];
-    for i in 0..3 {
-        tasks.push(tokio::spawn(async move {
-            let mut c = HttpClient::http1(addr).await.unwrap();
-            let rsp = tokio::time::timeout(Duration::from_secs(3), c.get(&format!("/r{i}"))).await;
-            rsp.ok().map(|r| {
-                let r = r.unwrap();
-                (r.status(), r.headers().get("l5d-proxy-error").cloned())
-            })
-        }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut shed = 0;
-    for t in tasks {
-        if let Some((status, reason)) = t.await.unwrap() {
-            assert_eq!(status, 503, "an answered request was shed");
-            assert_eq!(reason.unwrap(), "unavailable");
-            shed += 1;
-        }
-    }
-    assert!(shed >= 1, "requests beyond the queue are shed at once");
     let waiting = tokio::spawn(async move {
         let mut c = HttpClient::http1(addr).await.unwrap();
         let _ = c.get("/waits").await;
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once it is in flight (waiting for an endpoint), requests beyond it are shed at once.
+    proxy
+        .scrape_until(|s| {
+            s.get(
+                "outbound_http_route_requests_in_flight",
+                &[("route_name", "web")],
+            ) == Some(1.0)
+        })
+        .await;
+    let mut shed = 0;
+    for i in 0..2 {
+        let mut c = HttpClient::http1(addr).await.unwrap();
+        let rsp = tokio::time::timeout(Duration::from_secs(3), c.get(&format!("/r{i}")))
+            .await
+            .expect("shed at once")
+            .unwrap();
+        assert_eq!(rsp.status(), 503, "a request beyond the queue is shed");
+        assert_eq!(rsp.headers()["l5d-proxy-error"], "unavailable");
+        shed += 1;
+    }
+    assert_eq!(shed, 2, "requests beyond the queue are shed at once");
 
     let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
     let rsp = tokio::time::timeout(Duration::from_secs(5), h2.request(grpc_request()))

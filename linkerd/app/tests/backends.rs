@@ -397,3 +397,61 @@ async fn traffic_follows_the_set_through_one_two_and_no_endpoints() {
     let err = send(&mut svc, req(None)).await.expect_err("no endpoints");
     assert_eq!(to_proxy_error(&*err).kind(), ProxyErrorKind::NoEndpoints);
 }
+
+/// Right after start-up, with the only endpoint down and fail-fast far away: one request
+/// waits, the next is shed (`unavailable`), never `no endpoints`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_wait_list_sheds_from_the_start() {
+    let down = refused_addr().await;
+    let svc = BackendHandle::new(
+        &params(Duration::from_secs(30), 1),
+        Discovery::Static(vec![down]),
+    );
+    let mut first = svc.clone();
+    let waiter = tokio::spawn(async move { send(&mut first, req(None)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = svc.clone();
+    let err = tokio::time::timeout(Duration::from_secs(2), send(&mut second, req(None)))
+        .await
+        .expect("shed at once")
+        .expect_err("shed");
+    assert_eq!(to_proxy_error(&*err).kind(), ProxyErrorKind::LoadShed);
+    assert!(!waiter.is_finished(), "the first request still waits");
+    waiter.abort();
+}
+
+/// A resolver whose every answer takes `delay`.
+#[derive(Clone)]
+struct SlowResolver(Vec<SocketAddr>, Duration);
+
+impl Resolve for SlowResolver {
+    fn resolve(
+        &self,
+        _: &str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static>> {
+        let (answer, delay) = (self.0.clone(), self.1);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(answer)
+        })
+    }
+}
+
+/// Before DNS's first answer the set is unknown, not empty: a request sent at once waits for
+/// the answer and is served, rather than failing with `no endpoints`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_the_first_dns_answer_wait_for_it() {
+    let a = TestServer::backend().await.unwrap();
+    let mut svc = BackendHandle::new(
+        &params(Duration::from_secs(3), 100),
+        Discovery::Dns {
+            target: "web.test:80".into(),
+            refresh: Duration::from_secs(60),
+            resolver: Arc::new(SlowResolver(vec![a.addr()], Duration::from_millis(300))),
+        },
+    );
+    let served = send(&mut svc, req(None))
+        .await
+        .expect("served once DNS answers");
+    assert_eq!(served, a.addr());
+}

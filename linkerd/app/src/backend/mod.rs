@@ -144,10 +144,13 @@ impl BackendHandle {
     pub fn new(params: &BackendParams, discovery: Discovery) -> Self {
         let states = Arc::new(EndpointStates::default());
         let resolved = Arc::new(AtomicBool::new(false));
+        // A static set is known at once; a DNS set only from its first answer on.
+        let known = matches!(discovery, Discovery::Static(_));
         let addrs = discovery.spawn();
         let sole = Arc::new(SoleEndpoint::default());
         let changes = endpoint_changes(
             addrs,
+            known,
             params.endpoint.clone(),
             states.clone(),
             resolved.clone(),
@@ -341,6 +344,7 @@ impl std::fmt::Debug for DispatchFuture {
 /// Turns the watched address set into discovery changes, one endpoint per address.
 fn endpoint_changes(
     mut addrs: tokio::sync::watch::Receiver<BTreeSet<SocketAddr>>,
+    mut known: bool,
     params: EndpointParams,
     states: Arc<EndpointStates>,
     resolved: Arc<AtomicBool>,
@@ -378,10 +382,15 @@ fn endpoint_changes(
                     .then(|| current.values().next().cloned())
                     .flatten(),
             );
-            // From now on an empty set means "no endpoints", not "not known yet".
-            resolved.store(true, Ordering::Release);
+            if known {
+                // From now on an empty set means "no endpoints", not "not known yet".
+                resolved.store(true, Ordering::Release);
+            }
             tokio::select! {
-                changed = addrs.changed() => if changed.is_err() { break },
+                changed = addrs.changed() => match changed {
+                    Ok(()) => known = true,
+                    Err(_) => break,
+                },
                 _ = tx.closed() => break,
             }
         }
@@ -451,8 +460,13 @@ where
                 if self.failing {
                     return Poll::Ready(Ok(()));
                 }
+                // `resolved` first: discovery counts its endpoints before it sets `resolved`,
+                // so a count read after seeing it set includes them. Read the other way round,
+                // an empty count from before discovery ran could pair with `resolved` set
+                // since, and fail requests with `no endpoints` right after start-up.
+                let resolved = self.resolved.load(Ordering::Acquire);
                 if self.states.total() == 0 {
-                    if self.resolved.load(Ordering::Acquire) {
+                    if resolved {
                         self.failing = true;
                         return Poll::Ready(Ok(()));
                     }
