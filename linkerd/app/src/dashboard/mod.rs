@@ -10,7 +10,7 @@
 //! A sampler task ([`Dashboard::spawn_sampler`]) reads the registry once a second. The last
 //! [`WINDOW`] seconds of samples give the windowed figures (request rate, success rate,
 //! latency quantiles, retries): each request to `/api/stats` compares a fresh read with the
-//! sample about [`WINDOW`] seconds old (or the oldest one, early on). Per-route request counts
+//! sample about [`WINDOW`] seconds old (early on, with the counts since start). Per-route request counts
 //! of the last [`SPARK_POINTS`] samples give the sparklines. Both histories are bounded.
 //!
 //! # The tap
@@ -66,6 +66,8 @@ struct Inner {
     registry: Arc<Registry>,
     tap: Option<Tap>,
     history: Mutex<History>,
+    /// When the dashboard was made: the registry's counters start (near) here.
+    started: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +88,7 @@ impl Dashboard {
             registry,
             tap,
             history: Mutex::new(History::default()),
+            started: Instant::now(),
         }))
     }
 
@@ -139,16 +142,23 @@ impl Dashboard {
         let now = Instant::now();
         let h = self.history();
         let window = Duration::from_secs(WINDOW);
-        // The newest sample at least WINDOW old, else the oldest there is.
+        // The newest sample at least WINDOW old. Without one: while the proxy is younger than
+        // the window, every count since start is inside it (the first sample may have been
+        // taken after the first requests finished, and must not hide them); later (a sampler
+        // that fell behind), the oldest sample there is.
+        let age = now.duration_since(self.0.started);
         let baseline = h
             .full
             .iter()
             .rev()
-            .find(|(t, _)| now.duration_since(*t) >= window)
-            .or_else(|| h.full.front());
+            .find(|(t, _)| now.duration_since(*t) >= window);
         let (seconds, base) = match baseline {
             Some((t, s)) => (now.duration_since(*t).as_secs_f64(), Some(s.as_ref())),
-            None => (0.0, None),
+            None if age < window => (age.as_secs_f64(), None),
+            None => match h.full.front() {
+                Some((t, s)) => (now.duration_since(*t).as_secs_f64(), Some(s.as_ref())),
+                None => (age.as_secs_f64(), None),
+            },
         };
         let mut prev: Option<Instant> = None;
         let spark: Vec<(f64, &Counts)> = h

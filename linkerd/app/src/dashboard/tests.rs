@@ -69,21 +69,38 @@ async fn stats_come_from_the_registry() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn windows_compare_with_the_history() {
     let dashboard = Dashboard::new(registry_with_traffic(4, 0).await, None);
+    // The first sample comes after the requests finished (a sampler task that ran late).
+    dashboard.sample();
+    let stats = dashboard.stats();
+    let api = stats.routes.iter().find(|r| r.name == "api").expect("api");
+    assert_eq!(
+        api.golden.requests, 4.0,
+        "a proxy younger than the window counts every request since start"
+    );
+    assert_eq!(api.spark.len(), 0, "one sample gives no interval yet");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    dashboard.sample();
+    let stats = dashboard.stats();
+    let api = stats.routes.iter().find(|r| r.name == "api").expect("api");
+    assert_eq!(api.spark.len(), 1, "two samples give one sparkline point");
+    assert_eq!(api.golden.requests, 4.0, "still inside the window");
+
+    tokio::time::advance(Duration::from_secs(WINDOW)).await;
     dashboard.sample();
     let stats = dashboard.stats();
     let api = stats.routes.iter().find(|r| r.name == "api").expect("api");
     assert_eq!(
         api.golden.requests, 0.0,
-        "requests before the only sample are outside the window"
+        "requests before the sample a window old are outside the window"
     );
-    assert_eq!(api.spark.len(), 0, "one sample gives no interval yet");
-    dashboard.sample();
-    let stats = dashboard.stats();
-    let api = stats.routes.iter().find(|r| r.name == "api").expect("api");
-    assert_eq!(api.spark.len(), 1, "two samples give one sparkline point");
+    assert!(
+        (stats.window_seconds - WINDOW as f64).abs() < 1e-9,
+        "the window is measured from that sample: {}",
+        stats.window_seconds
+    );
 }
 
 #[tokio::test]
