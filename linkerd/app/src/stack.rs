@@ -341,7 +341,7 @@ fn rule_stack(
         // pass-through one without retries), so no body box is needed to unify them.
         Some(policy) => Either::Left(
             ServiceBuilder::new()
-                .layer(RetryLayer::with_default(policy))
+                .layer(RetryLayer::with_default(Arc::new(policy)))
                 .map_request(|req: Request<_>| req.map(box_body))
                 .service(attempt),
         ),

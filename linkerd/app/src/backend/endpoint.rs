@@ -163,7 +163,16 @@ impl Endpoint {
             && req.method() != http::Method::CONNECT
             && !req.headers().contains_key(http::header::UPGRADE)
         {
-            return Box::pin(send_h1(pool.clone(), self.health.clone(), req, self.addr));
+            origin_form(&mut req, self.addr);
+            *req.version_mut() = Version::HTTP_11;
+            let response = pool.clone().send_now(req);
+            let health = self.health.clone();
+            return Box::pin(async move {
+                response
+                    .await
+                    .map(boxed_response)
+                    .map_err(|error| send_error(&health, error))
+            });
         }
         if let Some(conn) = &self.h2
             && req.method() != http::Method::CONNECT
@@ -227,21 +236,6 @@ impl tower::Service<Request<BoxBody>> for Endpoint {
     }
 }
 
-/// Sends a plain HTTP/1.1 request through the endpoint's pool.
-async fn send_h1(
-    pool: Arc<H1Pool>,
-    health: Arc<Health>,
-    mut req: Request<BoxBody>,
-    addr: SocketAddr,
-) -> Result<Response<BoxBody>, BoxError> {
-    origin_form(&mut req, addr);
-    *req.version_mut() = Version::HTTP_11;
-    pool.send(req)
-        .await
-        .map(boxed_response)
-        .map_err(|error| send_error(&health, error))
-}
-
 /// Sends a plain HTTP/2 request on the endpoint's connection.
 async fn send_h2(
     conn: Arc<H2Conn>,
@@ -285,6 +279,7 @@ fn send_error(health: &Health, error: SendError) -> BoxError {
             ProxyError::connect_failed().with_source(error).into()
         }
         SendError::Http(error) => upstream_error(health, error.into()),
+        SendError::Polled => ProxyError::internal().with_source(error).into(),
     }
 }
 

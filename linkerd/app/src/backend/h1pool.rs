@@ -15,6 +15,7 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use std::{
+    future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -48,6 +49,8 @@ pub(crate) enum SendError {
     Connect(std::io::Error),
     /// The connection failed while the request was sent or the response read.
     Http(hyper::Error),
+    /// A response future polled after it completed.
+    Polled,
 }
 
 pin_project_lite::pin_project! {
@@ -72,6 +75,40 @@ impl H1Pool {
             max_idle,
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Sends `req` (already in origin-form with a `Host`) on an idle or new connection.
+    ///
+    /// When an idle connection is ready now, the request is handed to it at once and the
+    /// returned future only waits for the response: it is a few hundred bytes, where the
+    /// general path (dial, wait for readiness, resend) is boxed apart.
+    pub(crate) fn send_now(self: Arc<Self>, req: Request<BoxBody>) -> SendNow<impl TrySend> {
+        match self.checkout_ready() {
+            Some(mut tx) => SendNow::Sent {
+                response: tx.try_send_request(req),
+                tx: Some(tx),
+                pool: Some(self),
+            },
+            None => SendNow::General {
+                future: Box::pin(self.send(req)),
+            },
+        }
+    }
+
+    /// An idle connection that can take a request now, if there is one. One that is not
+    /// ready yet goes back to the pool (the general path waits on it).
+    fn checkout_ready(&self) -> Option<SendRequest<BoxBody>> {
+        let mut tx = self.checkout()?;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match tx.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Some(tx),
+            // Closed meanwhile: dropped.
+            Poll::Ready(Err(_)) => None,
+            Poll::Pending => {
+                self.checkin(tx);
+                None
+            }
+        }
     }
 
     /// Sends `req` (already in origin-form with a `Host`) on an idle or new connection.
@@ -154,6 +191,70 @@ impl H1Pool {
     }
 }
 
+/// The future of a request handed to a ready connection: hyper's own response future.
+pub(crate) trait TrySend:
+    Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<BoxBody>>>>
+    + Send
+{
+}
+
+impl<F> TrySend for F where
+    F: Future<
+            Output = Result<
+                Response<Incoming>,
+                hyper::client::conn::TrySendError<Request<BoxBody>>,
+            >,
+        > + Send
+{
+}
+
+type GeneralFuture = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, SendError>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`H1Pool::send_now`].
+    #[project = SendNowProj]
+    pub(crate) enum SendNow<F> {
+        /// Handed to an idle connection.
+        Sent {
+            #[pin]
+            response: F,
+            tx: Option<SendRequest<BoxBody>>,
+            pool: Option<Arc<H1Pool>>,
+        },
+        /// The general path: dial or wait for a connection, resend an unwritten request.
+        General { future: GeneralFuture },
+    }
+}
+
+impl<F: TrySend> Future for SendNow<F> {
+    type Output = Result<Response<PooledBody>, SendError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // At most two turns: a request the idle connection never wrote moves to the general
+        // path, which answers.
+        loop {
+            let general = match self.as_mut().project() {
+                SendNowProj::General { future } => return future.as_mut().poll(cx),
+                SendNowProj::Sent { response, tx, pool } => {
+                    let result = ready!(response.poll(cx));
+                    let (Some(tx), Some(pool)) = (tx.take(), pool.take()) else {
+                        return Poll::Ready(Err(SendError::Polled));
+                    };
+                    match result {
+                        Ok(rsp) => return Poll::Ready(Ok(PooledBody::wrap(rsp, tx, pool))),
+                        Err(mut e) => match e.take_message() {
+                            // Never written: the idle connection had closed. Another one.
+                            Some(req) => Box::pin(pool.send(req)),
+                            None => return Poll::Ready(Err(SendError::Http(e.into_error()))),
+                        },
+                    }
+                }
+            };
+            self.set(SendNow::General { future: general });
+        }
+    }
+}
+
 // === impl SendError ===
 
 impl std::fmt::Display for SendError {
@@ -161,6 +262,7 @@ impl std::fmt::Display for SendError {
         match self {
             Self::Connect(e) => write!(f, "connect failed: {e}"),
             Self::Http(e) => std::fmt::Display::fmt(e, f),
+            Self::Polled => f.write_str("response future polled after completion"),
         }
     }
 }
@@ -170,6 +272,7 @@ impl std::error::Error for SendError {
         match self {
             Self::Connect(e) => Some(e),
             Self::Http(e) => Some(e),
+            Self::Polled => None,
         }
     }
 }
@@ -291,7 +394,11 @@ mod tests {
     }
 
     async fn echo(pool: &Arc<H1Pool>, body: &'static str) -> Bytes {
-        let rsp = pool.clone().send(request(body)).await.expect("response");
+        let rsp = pool
+            .clone()
+            .send_now(request(body))
+            .await
+            .expect("response");
         rsp.into_body().collect().await.expect("body").to_bytes()
     }
 
@@ -308,12 +415,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_ready_idle_connection_takes_the_request_at_once() {
+        let (addr, accepted) = server(None).await;
+        let pool = H1Pool::new(addr, Duration::from_secs(1), 4);
+        assert_eq!(echo(&pool, "warm").await, "warm");
+        let future = pool.clone().send_now(request("now"));
+        assert!(
+            matches!(future, SendNow::Sent { .. }),
+            "handed to the idle connection without waiting"
+        );
+        // Small enough to box in the allocator's fast bins and to move cheaply; the general
+        // path (dialing, readiness, resend) lives in its own box.
+        assert!(
+            std::mem::size_of_val(&future) <= 512,
+            "{} bytes",
+            std::mem::size_of_val(&future)
+        );
+        let rsp = future.await.expect("response");
+        assert_eq!(
+            rsp.into_body().collect().await.expect("body").to_bytes(),
+            "now"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for both"
+        );
+    }
+
+    #[tokio::test]
     async fn concurrent_requests_open_connections_and_keep_at_most_max_idle() {
         let (addr, accepted) = server(None).await;
         let pool = H1Pool::new(addr, Duration::from_secs(1), 2);
         let mut held = Vec::new();
         for _ in 0..4 {
-            held.push(pool.clone().send(request("x")).await.expect("response"));
+            held.push(pool.clone().send_now(request("x")).await.expect("response"));
         }
         assert_eq!(
             accepted.load(Ordering::SeqCst),
@@ -344,7 +480,11 @@ mod tests {
     async fn a_dropped_body_does_not_return_its_connection() {
         let (addr, accepted) = server(None).await;
         let pool = H1Pool::new(addr, Duration::from_secs(1), 4);
-        let rsp = pool.clone().send(request("abc")).await.expect("response");
+        let rsp = pool
+            .clone()
+            .send_now(request("abc"))
+            .await
+            .expect("response");
         drop(rsp);
         assert_eq!(pool.idle_len(), 0);
         assert_eq!(echo(&pool, "x").await, "x");
@@ -357,7 +497,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         let pool = H1Pool::new(addr, Duration::from_secs(1), 4);
-        match pool.send(request("")).await {
+        match pool.send_now(request("")).await {
             Err(SendError::Connect(e)) => {
                 assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
             }

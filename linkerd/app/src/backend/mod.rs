@@ -99,12 +99,13 @@ impl SoleEndpoint {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = ep;
     }
 
-    /// Sends `req` to the sole endpoint if there is one and it is ready; else gives it back.
+    /// Sends `req` (unwrapped by `open`) to the sole endpoint if there is one and it is
+    /// ready; else gives it back as it was.
     #[allow(clippy::result_large_err)] // the request comes back as it was given
-    fn send(&self, req: Request<BoxBody>) -> Result<BoxFuture, Request<BoxBody>> {
+    fn send<R>(&self, req: R, open: fn(R) -> Request<BoxBody>) -> Result<BoxFuture, R> {
         let ep = self.0.read().unwrap_or_else(|e| e.into_inner());
         match ep.as_ref() {
-            Some(ep) if ep.is_ready() => Ok(ep.send(req)),
+            Some(ep) if ep.is_ready() => Ok(ep.send(open(req))),
             _ => Err(req),
         }
     }
@@ -121,10 +122,10 @@ pub struct DispatchFuture {
     counted: bool,
 }
 
-// The request travels inline: boxing it would cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
 enum Dispatch {
-    Waiting(Option<Request<BoxBody>>),
+    /// No endpoint took the request at `call`: it waits, boxed (the common case, a ready
+    /// sole endpoint, sends at once and keeps every enclosing future small).
+    Waiting(Option<Box<Request<BoxBody>>>),
     Called(BoxFuture),
     Done,
 }
@@ -201,8 +202,12 @@ impl Service<Request<BoxBody>> for BackendHandle {
     }
 
     fn call(&mut self, req: Request<BoxBody>) -> DispatchFuture {
+        let state = match self.shared.sole.send(req, std::convert::identity) {
+            Ok(fut) => Dispatch::Called(fut),
+            Err(req) => Dispatch::Waiting(Some(Box::new(req))),
+        };
         DispatchFuture {
-            state: Dispatch::Waiting(Some(req)),
+            state,
             shared: self.shared.clone(),
             counted: false,
         }
@@ -242,7 +247,7 @@ impl DispatchFuture {
         if let Dispatch::Waiting(slot) = &mut self.state
             && let Some(req) = slot.take()
         {
-            match shared.sole.send(req) {
+            match shared.sole.send(req, |r| *r) {
                 Ok(fut) => return Poll::Ready(Ok(fut)),
                 Err(req) => *slot = Some(req),
             }
@@ -264,7 +269,7 @@ impl DispatchFuture {
                     return Poll::Ready(Err("backend dispatch polled after completion".into()));
                 };
                 match req.take() {
-                    Some(req) => Poll::Ready(Ok(balancer.call(req))),
+                    Some(req) => Poll::Ready(Ok(balancer.call(*req))),
                     None => Poll::Ready(Err("backend dispatch polled after completion".into())),
                 }
             }

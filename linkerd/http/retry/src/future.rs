@@ -30,8 +30,9 @@ pin_project! {
         timer: Option<Sleep>,
         // `None` for requests without a policy.
         retry: Option<Retrying<S, P, B>>,
-        // The last retryable result, kept during backoff in case no retry can start.
-        last: Option<Result<Response<PeekTrailersBody<RspB>>, BoxError>>,
+        // The last retryable result, kept during backoff in case no retry can start; boxed,
+        // as only retried requests need it and it would triple the future's size.
+        last: Option<Box<Result<Response<PeekTrailersBody<RspB>>, BoxError>>>,
     }
 }
 
@@ -207,7 +208,7 @@ where
                                     return Poll::Ready(finish(this.retry.as_ref(), r, s));
                                 }
                                 Step::Backoff(r, delay) => {
-                                    *this.last = Some(r);
+                                    *this.last = Some(Box::new(r));
                                     this.timer.set(Some(tokio::time::sleep(delay)));
                                     this.state.set(State::Backoff);
                                     continue;
@@ -246,7 +247,7 @@ where
                             continue;
                         }
                         Err(stop) => match last {
-                            Some(result) => Step::Finish(result, Some(stop)),
+                            Some(result) => Step::Finish(*result, Some(stop)),
                             None => Step::Finish(
                                 Err("retry state lost during backoff".into()),
                                 Some(stop),
@@ -266,7 +267,7 @@ where
                     return Poll::Ready(finish(this.retry.as_ref(), result, stopped));
                 }
                 Step::Backoff(result, delay) => {
-                    *this.last = Some(result);
+                    *this.last = Some(Box::new(result));
                     this.timer.set(Some(tokio::time::sleep(delay)));
                     this.state.set(State::Backoff);
                 }

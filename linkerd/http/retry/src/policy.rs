@@ -85,6 +85,50 @@ pub trait Policy: Clone + Send + Sync + 'static {
     }
 }
 
+/// A shared policy: each request's future holds a reference count, not a copy.
+impl<P: Policy> Policy for std::sync::Arc<P> {
+    fn max_retries(&self) -> u32 {
+        (**self).max_retries()
+    }
+
+    fn backoff(&self) -> ExponentialBackoff {
+        (**self).backoff()
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        (**self).max_request_bytes()
+    }
+
+    fn per_try_timeout(&self) -> Option<Duration> {
+        (**self).per_try_timeout()
+    }
+
+    fn budget(&self) -> Option<&Budget> {
+        (**self).budget()
+    }
+
+    fn attempt_header(&self) -> Option<&HeaderName> {
+        (**self).attempt_header()
+    }
+
+    fn peek_trailers(&self, request_headers: &HeaderMap) -> bool {
+        (**self).peek_trailers(request_headers)
+    }
+
+    fn classify_response(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        trailers: Option<&HeaderMap>,
+    ) -> Decision {
+        (**self).classify_response(status, headers, trailers)
+    }
+
+    fn classify_error(&self, error: &(dyn Error + 'static)) -> Decision {
+        (**self).classify_error(error)
+    }
+}
+
 /// A set of gRPC status codes (those the gRPC spec defines, 0 to 16).
 #[derive(Copy, Clone, Default, PartialEq, Eq, Hash)]
 pub struct GrpcCodes(u32);

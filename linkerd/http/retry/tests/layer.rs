@@ -264,6 +264,47 @@ async fn default_policy_applies_unless_the_request_carries_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shared_policy_retries_like_its_copy() {
+    // Every attempt answers 503 with its own number in a header: the response that stands
+    // after the last backoff is the last attempt's.
+    let (svc, seen) = scripted(|n| {
+        Box::pin(async move {
+            Ok(Response::builder()
+                .status(503)
+                .header("x-attempt", n.to_string())
+                .body(MockBody::new().data("rsp"))
+                .unwrap())
+        })
+    });
+    let shared = Arc::new(policy(&[503], 2));
+    let rsp = RetryLayer::with_default(shared.clone())
+        .layer(svc)
+        .oneshot(request(MockBody::new().data("x"), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(&rsp),
+        RetryOutcome {
+            attempts: 3,
+            stopped: Some(RetryStop::LimitExceeded)
+        },
+        "an Arc<RetryPolicy> is a policy with the same limits"
+    );
+    assert_eq!(
+        rsp.headers()["x-attempt"],
+        "3",
+        "the last attempt's response"
+    );
+    assert_eq!(collect(rsp.into_body()).await.unwrap().data, "rsp");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(
+        Arc::strong_count(&shared),
+        1,
+        "no copy outlives the request"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn zero_retries_and_unlisted_statuses_are_not_retried() {
     let (svc, seen) = scripted(|_| status(503));
     let rsp = Retry::new(svc.clone())
