@@ -98,7 +98,9 @@ pin_project_lite::pin_project! {
 }
 
 struct Pending<X> {
-    record: Record,
+    // Boxed: the record is most of the future's size, and the future and the body it
+    // becomes move between layers; the writer's queue takes the box as it is.
+    record: Box<Record>,
     start: Instant,
     request_bytes: Option<Arc<AtomicU64>>,
     writer: AccessLogWriter,
@@ -124,7 +126,7 @@ pin_project_lite::pin_project! {
 }
 
 struct BodyState {
-    record: Record,
+    record: Box<Record>,
     start: Instant,
     request_bytes: Option<Arc<AtomicU64>>,
     writer: AccessLogWriter,
@@ -252,13 +254,13 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let start = Instant::now();
-        let mut record = Record::from_request(
+        let mut record = Box::new(Record::from_request(
             SystemTime::now(),
             req.method(),
             req.uri(),
             req.version(),
             req.headers(),
-        );
+        ));
         record.client_addr = client_addr(req.extensions());
         let grpc = Protocol::of(&req).is_grpc();
         // A body already at its end (most GETs) has no bytes to count: no shared counter.

@@ -43,8 +43,8 @@ pub struct WriterConfig {
 /// A bounded, non-blocking record queue drained by a background thread that formats and
 /// writes each record.
 ///
-/// [`send`](Self::send) never blocks and never allocates: a record that does not fit in the
-/// queue is dropped and counted. Lines the output fails to take (an I/O error) are counted
+/// [`send`](Self::send) never blocks (and, given a boxed record, never allocates): a record
+/// that does not fit in the queue is dropped and counted. Lines the output fails to take (an I/O error) are counted
 /// as dropped too, so [`dropped`](Self::dropped) is the number of lines lost. The thread ends
 /// once every clone of the writer is dropped and the queue is drained.
 #[derive(Clone)]
@@ -61,11 +61,8 @@ struct Shared {
     dropped: Arc<AtomicU64>,
 }
 
-// Records travel inline: the bounded channel's slots are allocated once, so sending a record
-// allocates nothing. The size difference between the variants is the point.
-#[allow(clippy::large_enum_variant)]
 enum Msg {
-    Record(Record),
+    Record(Box<Record>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -152,9 +149,10 @@ impl AccessLogWriter {
     }
 
     /// Queues `record`; returns `false` (and counts it) when the queue is full or the writer
-    /// thread has stopped. Never blocks.
-    pub fn send(&self, record: Record) -> bool {
-        match self.tx.try_send(Msg::Record(record)) {
+    /// thread has stopped. Never blocks; a record given unboxed is boxed (the queue holds
+    /// boxes, so a boxed record is queued without a copy or an allocation).
+    pub fn send(&self, record: impl Into<Box<Record>>) -> bool {
+        match self.tx.try_send(Msg::Record(record.into())) {
             Ok(()) => {
                 self.shared.sent.fetch_add(1, Ordering::Relaxed);
                 true

@@ -55,7 +55,8 @@ struct Retrying<S, P, B> {
     policy: P,
     /// An unpolled clone of the request body and the request head, for the next attempt;
     /// `None` when the body cannot be replayed (or no retry is allowed).
-    template: Option<(request::Parts, ReplayBody<B>)>,
+    /// Boxed: most of the future's size otherwise, moved by every layer above.
+    template: Option<Box<(request::Parts, ReplayBody<B>)>>,
     attempts: u32,
     deadline: Option<Instant>,
     peek: bool,
@@ -101,7 +102,7 @@ where
         let body = ReplayBody::new(body, policy.max_request_bytes());
         // Cloned before `Attempt(1)` goes in: each retry inserts its own number.
         let template = if policy.max_retries() > 0 {
-            body.try_clone().map(|b| (parts.clone(), b))
+            body.try_clone().map(|b| Box::new((parts.clone(), b)))
         } else {
             None
         };
@@ -333,7 +334,7 @@ where
         if self.attempts > self.policy.max_retries() {
             return Step::Finish(result, Some(RetryStop::LimitExceeded));
         }
-        match &self.template {
+        match self.template.as_deref() {
             Some((_, body)) if body.is_replayable() => {}
             Some((_, body)) if !body.is_capped() => {
                 // The original body failed: the attempt's own result says why.
@@ -376,7 +377,7 @@ where
             // A failed service cannot take the retry either; the last result stands.
             Poll::Ready(Err(_)) | Poll::Pending => return Err(RetryStop::NotReady),
         }
-        let Some((parts, template)) = &self.template else {
+        let Some((parts, template)) = self.template.as_deref() else {
             return Err(RetryStop::BodyTooLarge);
         };
         // The previous attempt may still be streaming the body and pass the cap meanwhile.
