@@ -171,7 +171,9 @@ pin_project_lite::pin_project! {
     pub struct TapFuture<F> {
         #[pin]
         inner: F,
-        pending: Option<Pending>,
+        // Boxed: only sampled requests have one, and inline it would grow every request's
+        // future by its size.
+        pending: Option<Box<Pending>>,
     }
 
     impl<F> PinnedDrop for TapFuture<F> {
@@ -185,7 +187,7 @@ pin_project_lite::pin_project! {
 
 /// The end-of-body callback of a tapped response (does nothing for unsampled requests).
 #[derive(Debug)]
-pub struct Finish(Option<(Pending, Option<FinalClass>)>);
+pub struct Finish(Option<(Box<Pending>, Option<FinalClass>)>);
 
 /// The response body of [`TapService`].
 pub type TapBody<B> = EosBody<B, Finish>;
@@ -600,7 +602,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let pending = self.tap.admit().then(|| Pending::new(&self.tap, &req));
+        let pending = self
+            .tap
+            .admit()
+            .then(|| Box::new(Pending::new(&self.tap, &req)));
         TapFuture {
             inner: self.inner.call(req),
             pending,
