@@ -175,6 +175,39 @@ async fn http1_backend_closing_mid_response_is_an_error() {
     );
 }
 
+/// An HTTP/1.1 backend that resets the connection (RST) after reading the request head and
+/// before answering: the request may have been processed, so it is not resent; HTTP/1.1
+/// clients get a 502 `upstream reset`, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_backend_resetting_before_response_is_a_502() {
+    let backend = RawBackend::start(|io: TcpStream| async move {
+        let mut io = io;
+        if read_head(&mut io).await.is_none() {
+            return;
+        }
+        // Linger 0: closing sends RST instead of FIN.
+        let _ = io.set_zero_linger();
+        drop(io);
+    })
+    .await;
+    let proxy = Proxy::start(&config("http1", &[backend.addr()], "", ""), &[]);
+    for _ in 0..3 {
+        let mut h1 = HttpClient::http1(proxy.addr).await.expect("connect");
+        let rsp = h1.send(get("/")).await.expect("a response");
+        let error = rsp
+            .headers()
+            .get("l5d-proxy-error")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        assert_eq!(rsp.status(), 502, "a reset before the response: {error:?}");
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("upstream reset")),
+            "l5d-proxy-error names the reset: {error:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_backend_closing_mid_response_is_an_error() {
     // Paths: `/close-cl`, `/close-unknown`: 500 bytes, then the TCP connection closes.
@@ -590,11 +623,15 @@ async fn a_refusing_endpoint_beside_a_healthy_one_fails_few_requests() {
         "at most {BOUND} requests fail before the balancer notices: {failed:?}"
     );
     for (_, status, err) in &failed {
-        assert_eq!(*status, 502, "a failure is a 502");
-        assert_eq!(
-            err.as_deref(),
-            Some("connect failed"),
-            "a failure is `connect failed`"
+        assert_eq!(*status, 502, "a failure is a 502: {err:?}");
+        // A new connection is refused; a request already handed to a pooled connection as
+        // the endpoint went away sees the reset.
+        assert!(
+            err.as_deref() == Some("connect failed")
+                || err
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("upstream reset")),
+            "a failure is `connect failed` or `upstream reset`: {err:?}"
         );
     }
     // Once noticed, no more errors: every failure is among the first requests.

@@ -351,14 +351,28 @@ fn bodiless_copy(req: &Request<BoxBody>) -> Request<BoxBody> {
     copy
 }
 
-/// Whether hyper reports that an HTTP/1 upstream closed the connection before a response.
+/// Whether an HTTP/1 upstream closed or reset the connection under a request, before a
+/// response.
 fn closed_before_response(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
     let mut next = Some(error);
     // An error chain is finite; the bound guards against a cyclic one.
     for _ in 0..32 {
         let Some(e) = next else { return false };
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message();
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return true;
+        }
+        // The connection reset (RST) or broke under the request on an established
+        // connection: an upstream reset (DESIGN.md section 5), not an internal error.
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            )
+        {
+            return true;
         }
         next = e.source();
     }
