@@ -28,7 +28,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Strips hop-by-hop headers, keeping `Upgrade` and a `Connection: upgrade` when `upgrading`.
+///
+/// Most messages carry none: one pass over their few names settles that, where the removals
+/// below would look up each hop-by-hop name in the map (hashing the non-standard ones).
 pub(crate) fn strip(headers: &mut HeaderMap, upgrading: bool) {
+    if !headers.keys().any(is_hop_by_hop) {
+        if upgrading {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
+    strip_present(headers, upgrading);
+}
+
+/// Whether `name` is one of the fixed hop-by-hop headers (those `Connection` names aside,
+/// which need a `Connection` header to be named).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == HTTP2_SETTINGS
+}
+
+/// [`strip`] for a map that has at least one hop-by-hop header.
+fn strip_present(headers: &mut HeaderMap, upgrading: bool) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -122,6 +148,36 @@ fn is_h2c(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut for messages without hop-by-hop headers changes nothing: `strip`
+        /// leaves every map as the full removal does.
+        #[test]
+        fn strip_matches_the_full_removal(
+            picks in proptest::collection::vec((0usize..12, 0usize..5), 0..8),
+            upgrading in any::<bool>(),
+        ) {
+            const NAMES: [&str; 12] = [
+                "host", "content-type", "connection", "keep-alive", "proxy-connection",
+                "transfer-encoding", "te", "upgrade", "http2-settings", "x-custom", "accept",
+                "content-length",
+            ];
+            const VALUES: [&str; 5] = ["x-custom", "trailers", "close, x-custom", "upgrade", "1"];
+            let mut h = HeaderMap::new();
+            for (n, v) in picks {
+                h.append(
+                    HeaderName::from_static(NAMES[n]),
+                    HeaderValue::from_static(VALUES[v]),
+                );
+            }
+            let mut fast = h.clone();
+            strip(&mut fast, upgrading);
+            let mut full = h;
+            strip_present(&mut full, upgrading);
+            prop_assert_eq!(fast, full);
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
