@@ -8,7 +8,8 @@
 #     benches/ab.sh 3 /tmp/proxy-before target/release/examples/proxy passthrough
 #
 # Each run: start the target pinned to core 0 (backend and wrk on core 1), warm up 1 s, then
-# `wrk -t1 -c64 -d4s`; prints the target's user and system CPU microseconds per request (from
+# `wrk -t1 -c64 -d4s` (with AB_PROTO=h2c: `h2load -c16 -m32 -n$AB_H2_REQUESTS`); prints the
+# target's user and system CPU microseconds per request (from
 # /proc/<pid>/stat). Loopback only (ports 18080/18082); every process is stopped by its PID.
 # Needs release builds of bench_backend and passthrough (benches/load.sh builds them) and wrk.
 set -euo pipefail
@@ -25,6 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT
 TICK=$(getconf CLK_TCK)
+# AB_PROTO=h2c measures h2c instead (h2load -c16 -m32, AB_H2_REQUESTS requests per run).
+PROTO=${AB_PROTO:-http1}
+H2_REQUESTS=${AB_H2_REQUESTS:-150000}
 taskset -c 1 "$BIN/bench_backend" --listen 127.0.0.1:18080 >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
 sleep 0.5
@@ -47,10 +51,18 @@ for run in $(seq 1 "$RUNS"); do
             (echo >/dev/tcp/127.0.0.1/18082) 2>/dev/null && break
             sleep 0.1
         done
-        taskset -c 1 timeout 30 wrk -t1 -c64 -d1s http://127.0.0.1:18082/ >/dev/null 2>&1 || true
-        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-        n=$(taskset -c 1 timeout 60 wrk -t1 -c64 -d4s http://127.0.0.1:18082/ 2>&1 |
-            awk '/requests in/{print $1}')
+        if [[ "$PROTO" == h2c ]]; then
+            taskset -c 1 timeout 30 h2load -c16 -m32 -n20000 http://127.0.0.1:18082/ \
+                >/dev/null 2>&1 || true
+            read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+            n=$(taskset -c 1 timeout 60 h2load -c16 -m32 -n"$H2_REQUESTS" \
+                http://127.0.0.1:18082/ 2>&1 | awk '/^requests:/{print $8}')
+        else
+            taskset -c 1 timeout 30 wrk -t1 -c64 -d1s http://127.0.0.1:18082/ >/dev/null 2>&1 || true
+            read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+            n=$(taskset -c 1 timeout 60 wrk -t1 -c64 -d4s http://127.0.0.1:18082/ 2>&1 |
+                awk '/requests in/{print $1}')
+        fi
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
         kill "$pid"
         wait "$pid" 2>/dev/null || true

@@ -26,8 +26,8 @@ pin_project! {
         #[pin]
         state: State<S::Future, RspB>,
         // The per-try timeout while an attempt runs; the backoff between attempts.
-        #[pin]
-        timer: Option<Sleep>,
+        // Boxed: a timer is 112 bytes, and every layer above moves this future.
+        timer: Option<Pin<Box<Sleep>>>,
         // `None` for requests without a policy.
         retry: Option<Retrying<S, P, B>>,
         // The last retryable result, kept during backoff in case no retry can start; boxed,
@@ -107,7 +107,9 @@ where
             None
         };
         parts.extensions.insert(Attempt(1));
-        let timer = policy.per_try_timeout().map(tokio::time::sleep);
+        let timer = policy
+            .per_try_timeout()
+            .map(|d| Box::pin(tokio::time::sleep(d)));
         let future = service.call(Request::from_parts(parts, body));
         Self {
             state: State::Called { future },
@@ -144,9 +146,9 @@ where
                 StateProj::Called { future } => {
                     let result = match future.poll(cx) {
                         Poll::Ready(result) => result.map_err(Into::into),
-                        Poll::Pending => match this.timer.as_mut().as_pin_mut() {
+                        Poll::Pending => match this.timer.as_mut() {
                             Some(timer) => {
-                                ready!(timer.poll(cx));
+                                ready!(timer.as_mut().poll(cx));
                                 let timeout = this
                                     .retry
                                     .as_ref()
@@ -157,7 +159,7 @@ where
                             None => return Poll::Pending,
                         },
                     };
-                    this.timer.set(None);
+                    *this.timer = None;
                     let Some(retry) = this.retry.as_mut() else {
                         this.state.set(State::Done);
                         return Poll::Ready(result.map(|r| r.map(PeekTrailersBody::passthrough)));
@@ -194,11 +196,11 @@ where
                         Poll::Ready(body) => body,
                         Poll::Pending => {
                             // The per-try timeout also bounds the wait for the first frame.
-                            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                            let Some(timer) = this.timer.as_mut() else {
                                 return Poll::Pending;
                             };
-                            ready!(timer.poll(cx));
-                            this.timer.set(None);
+                            ready!(timer.as_mut().poll(cx));
+                            *this.timer = None;
                             let timeout = retry.policy.per_try_timeout().unwrap_or_default();
                             let error: BoxError = Box::new(PerTryTimeout::new(timeout));
                             let decision = retry.policy.classify_error(&*error);
@@ -210,7 +212,7 @@ where
                                 }
                                 Step::Backoff(r, delay) => {
                                     *this.last = Some(Box::new(r));
-                                    this.timer.set(Some(tokio::time::sleep(delay)));
+                                    *this.timer = Some(Box::pin(tokio::time::sleep(delay)));
                                     this.state.set(State::Backoff);
                                     continue;
                                 }
@@ -225,15 +227,15 @@ where
                         &parts.headers,
                         body.peeked_trailers(),
                     );
-                    this.timer.set(None);
+                    *this.timer = None;
                     retry.step(decision, Ok(Response::from_parts(parts, body)))
                 }
 
                 StateProj::Backoff => {
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                        ready!(timer.poll(cx));
+                    if let Some(timer) = this.timer.as_mut() {
+                        ready!(timer.as_mut().poll(cx));
                     }
-                    this.timer.set(None);
+                    *this.timer = None;
                     let last = this.last.take();
                     let Some(retry) = this.retry.as_mut() else {
                         return Poll::Ready(Err("retry state lost during backoff".into()));
@@ -242,7 +244,7 @@ where
                         Ok(future) => {
                             drop(last);
                             if let Some(t) = retry.policy.per_try_timeout() {
-                                this.timer.set(Some(tokio::time::sleep(t)));
+                                *this.timer = Some(Box::pin(tokio::time::sleep(t)));
                             }
                             this.state.set(State::Called { future });
                             continue;
@@ -269,7 +271,7 @@ where
                 }
                 Step::Backoff(result, delay) => {
                     *this.last = Some(Box::new(result));
-                    this.timer.set(Some(tokio::time::sleep(delay)));
+                    *this.timer = Some(Box::pin(tokio::time::sleep(delay)));
                     this.state.set(State::Backoff);
                 }
             }

@@ -35,8 +35,7 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Pin<Box<Sleep>>>,
         deadlines: Option<Deadlines>,
         // Set once a timeout failed the body: it yields nothing more.
         expired: bool,
@@ -115,12 +114,17 @@ where
 // === impl ResponseBody ===
 
 impl<B: Body> ResponseBody<B> {
-    pub(crate) fn new(inner: B, deadlines: Option<Deadlines>) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        deadlines: Option<Deadlines>,
+        sleep: Option<Pin<Box<Sleep>>>,
+    ) -> Self {
         // A body that is over before it starts has nothing left to time.
         let deadlines = deadlines.filter(|_| !inner.is_end_stream());
+        let sleep = sleep.filter(|_| deadlines.is_some());
         Self {
             inner,
-            sleep: None,
+            sleep,
             deadlines,
             expired: false,
         }
@@ -165,7 +169,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if frame.is_trailers() || this.inner.is_end_stream() {
                     *this.deadlines = None;
-                    this.sleep.set(None);
+                    *this.sleep = None;
                 } else {
                     deadlines.response_frame(Instant::now());
                 }
@@ -173,12 +177,12 @@ where
             }
             Poll::Ready(other) => {
                 *this.deadlines = None;
-                this.sleep.set(None);
+                *this.sleep = None;
                 return Poll::Ready(other.map(|res| res.map_err(Into::into)));
             }
             Poll::Pending => {}
         }
-        match deadlines.poll_expired(this.sleep.as_mut(), cx, true) {
+        match deadlines.poll_expired(this.sleep, cx, true) {
             Poll::Ready(expired) => {
                 *this.deadlines = None;
                 *this.expired = true;

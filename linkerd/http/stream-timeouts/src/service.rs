@@ -39,8 +39,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Pin<Box<Sleep>>>,
         deadlines: Option<Deadlines>,
     }
 }
@@ -157,7 +156,7 @@ where
     type Output = Result<Response<ResponseBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         // A response that is ready wins over a timer that fires in the same turn.
         if let Poll::Ready(res) = this.inner.poll(cx) {
             let rsp = res.map_err(Into::into)?;
@@ -165,11 +164,12 @@ where
             if let Some(deadlines) = &deadlines {
                 deadlines.response_frame(Instant::now());
             }
-            this.sleep.set(None);
-            return Poll::Ready(Ok(rsp.map(|body| ResponseBody::new(body, deadlines))));
+            // The body takes the timer over (it re-arms it for its own next deadline).
+            let sleep = this.sleep.take();
+            return Poll::Ready(Ok(rsp.map(|body| ResponseBody::new(body, deadlines, sleep))));
         }
         if let Some(deadlines) = this.deadlines.as_ref()
-            && let Poll::Ready(expired) = deadlines.poll_expired(this.sleep.as_mut(), cx, false)
+            && let Poll::Ready(expired) = deadlines.poll_expired(this.sleep, cx, false)
         {
             return Poll::Ready(Err(expired.into_error()));
         }

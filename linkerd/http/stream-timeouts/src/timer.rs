@@ -243,7 +243,7 @@ impl Deadlines {
     /// Also tells the request body, through the shared state, so it fails too.
     pub(crate) fn poll_expired(
         &self,
-        mut sleep: Pin<&mut Option<Sleep>>,
+        sleep: &mut Option<Pin<Box<Sleep>>>,
         cx: &mut Context<'_>,
         headers_received: bool,
     ) -> Poll<Expired> {
@@ -255,25 +255,23 @@ impl Deadlines {
                     if let Some(shared) = &self.shared {
                         shared.expire(expired);
                     }
-                    sleep.set(None);
+                    *sleep = None;
                     return Poll::Ready(expired);
                 }
                 Ok(None) => {
-                    sleep.set(None);
+                    *sleep = None;
                     return Poll::Pending;
                 }
                 Ok(Some(at)) => at,
             };
-            if sleep.as_ref().get_ref().is_none() {
-                sleep.set(Some(tokio::time::sleep_until(at)));
+            // Boxed: the futures and bodies that hold a timer are moved between layers, and
+            // a box also lets the response body take over the response future's timer.
+            let timer = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
             }
-            if let Some(mut timer) = sleep.as_mut().as_pin_mut() {
-                if timer.deadline() != at {
-                    timer.as_mut().reset(at);
-                }
-                if timer.poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
         // A timer fired before the clock reached its deadline: try again on the next turn.
