@@ -78,11 +78,15 @@ async fn all_endpoints_down_fails_fast_for_http_and_grpc() {
         ("grpc_status", "UNAVAILABLE"),
         ("error", "NO_ENDPOINTS"),
     ];
+    // The endpoint gauges are sampled every 250 ms: wait for a sample taken after the
+    // endpoint was registered too.
+    let pending = [("backend_name", "b"), ("state", "pending")];
     let scrape = proxy
         .scrape_until(|s| {
             s.get(STATUSES, &http_labels) == Some(1.0)
                 && (s.get(STATUSES, &grpc_labels) == Some(1.0)
                     || s.get(GRPC_STATUSES, &grpc_labels) == Some(1.0))
+                && s.get("balancer_endpoints", &pending) == Some(1.0)
         })
         .await;
     assert_eq!(
