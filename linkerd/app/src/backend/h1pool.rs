@@ -171,18 +171,10 @@ impl H1Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<BoxBody>, SendError> {
-        let stream = super::endpoint::dial(self.addr, self.connect_timeout)
-            .await
-            .map_err(SendError::Connect)?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            // The connection's errors reach the request that was in flight.
-            let _ = conn.await;
-        });
-        Ok(tx)
+        open(self.addr, self.connect_timeout, |io| {
+            http1::Builder::new().handshake(io)
+        })
+        .await
     }
 
     #[cfg(test)]
@@ -253,6 +245,29 @@ impl<F: TrySend> Future for SendNow<F> {
             self.set(SendNow::General { future: general });
         }
     }
+}
+
+/// Dials `addr` and runs hyper's client `handshake` on the stream; the connection is driven
+/// by a task of its own, whose errors reach the requests in flight on it.
+pub(crate) async fn open<Tx, C, F>(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    handshake: impl FnOnce(TokioIo<tokio::net::TcpStream>) -> F,
+) -> Result<Tx, SendError>
+where
+    F: Future<Output = Result<(Tx, C), hyper::Error>>,
+    C: Future + Send + 'static,
+{
+    let stream = super::endpoint::dial(addr, connect_timeout)
+        .await
+        .map_err(SendError::Connect)?;
+    let (tx, conn) = handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(tx)
 }
 
 // === impl SendError ===

@@ -11,7 +11,7 @@ use hyper::{
     body::Incoming,
     client::conn::http2::{self, SendRequest},
 };
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -110,19 +110,12 @@ impl H2Conn {
     }
 
     async fn connect(&self) -> Result<SendRequest<BoxBody>, SendError> {
-        let stream = super::endpoint::dial(self.addr, self.connect_timeout)
-            .await
-            .map_err(SendError::Connect)?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            // The connection's errors reach the streams that were in flight.
-            let _ = conn.await;
-        });
-        Ok(tx)
+        super::h1pool::open(self.addr, self.connect_timeout, |io| {
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+        })
+        .await
     }
 }
 
@@ -131,6 +124,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     type Conns = Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>;
