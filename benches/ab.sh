@@ -3,7 +3,7 @@
 #
 # usage: benches/ab.sh RUNS TARGET...
 #   TARGET is BINARY[:CONFIG] (a proxy binary, CONFIG defaults to benches/proxy.yaml) or
-#   `passthrough`. Example, comparing a saved build with the current one:
+#   `passthrough` (or `passthrough:BINARY`, a passthrough build of its own). Example, comparing a saved build with the current one:
 #     cp target/release/examples/proxy /tmp/proxy-before   # ... change, rebuild ...
 #     benches/ab.sh 3 /tmp/proxy-before target/release/examples/proxy passthrough
 #
@@ -34,8 +34,10 @@ PIDS+=($!)
 sleep 0.5
 for run in $(seq 1 "$RUNS"); do
     for target in "$@"; do
-        if [[ "$target" == passthrough ]]; then
-            taskset -c 0 "$BIN/passthrough" --listen 127.0.0.1:18082 \
+        if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
+            pt=$BIN/passthrough
+            [[ "$target" == passthrough:* ]] && pt=${target#passthrough:}
+            taskset -c 0 "$pt" --listen 127.0.0.1:18082 \
                 --upstream 127.0.0.1:18080 >"$TMP/target.log" 2>&1 &
         else
             bin=${target%%:*}

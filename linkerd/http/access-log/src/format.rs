@@ -84,15 +84,32 @@ impl FromStr for Format {
     }
 }
 
+/// What precedes each JSON field's value: the separator and the quoted name of
+/// [`FIELDS`], in order (a test checks they agree).
+const JSON_KEYS: [&str; FIELDS.len()] = [
+    "{\"timestamp\":",
+    ",\"client_addr\":",
+    ",\"method\":",
+    ",\"uri\":",
+    ",\"host\":",
+    ",\"version\":",
+    ",\"status\":",
+    ",\"grpc_status\":",
+    ",\"route\":",
+    ",\"backend\":",
+    ",\"attempts\":",
+    ",\"request_bytes\":",
+    ",\"response_bytes\":",
+    ",\"duration_ms\":",
+    ",\"headers_ms\":",
+    ",\"user_agent\":",
+    ",\"trace_id\":",
+    ",\"error\":",
+];
+
 fn json(r: &Record, out: &mut impl Write) -> fmt::Result {
-    out.write_char('{')?;
-    for (i, name) in FIELDS.iter().enumerate() {
-        if i > 0 {
-            out.write_char(',')?;
-        }
-        out.write_char('"')?;
-        out.write_str(name)?;
-        out.write_str("\":")?;
+    for (i, key) in JSON_KEYS.iter().enumerate() {
+        out.write_str(key)?;
         match value(r, i) {
             Value::Null => out.write_str("null")?,
             Value::Str(s) => json_str(s, out)?,
@@ -135,41 +152,50 @@ fn write_ms(f: f64, out: &mut impl Write) -> fmt::Result {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let micros = micros as u64;
     write_u64(micros / 1000, out)?;
-    let frac = micros % 1000;
-    let digits = [
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ];
-    out.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+    out.write_char('.')?;
+    write_padded(micros % 1000, 3, out)
+}
+
+/// `"00"` to `"99"`, back to back: two digits are one slice of it.
+const PAIRS: &str = "\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// The two digits of `n % 100`.
+fn pair(n: u64) -> &'static str {
+    // `n % 100` is below 100, so the cast and the slice are in range.
+    #[allow(clippy::cast_possible_truncation)]
+    let i = (n % 100) as usize * 2;
+    &PAIRS[i..i + 2]
 }
 
 /// A decimal integer, without the formatting machinery.
-fn write_u64(mut n: u64, out: &mut impl Write) -> fmt::Result {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+fn write_u64(n: u64, out: &mut impl Write) -> fmt::Result {
+    if n < 10 {
+        return out.write_str(&pair(n)[1..]);
     }
-    out.write_str(std::str::from_utf8(&buf[i..]).map_err(|_| fmt::Error)?)
+    if n < 100 {
+        return out.write_str(pair(n));
+    }
+    // The leading digits, then the last two (digits are ASCII: no UTF-8 check needed).
+    write_u64(n / 100, out)?;
+    out.write_str(pair(n))
 }
 
 /// `n` as exactly `width` digits (zero-padded; `n` must fit).
 pub(crate) fn write_padded(n: u64, width: usize, out: &mut impl Write) -> fmt::Result {
-    let mut buf = [b'0'; 20];
-    let width = width.min(buf.len());
-    let mut n = n;
-    for slot in buf[..width].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
+    match width {
+        0 => Ok(()),
+        1 => out.write_str(&pair(n % 10)[1..]),
+        2 => out.write_str(pair(n)),
+        w => {
+            write_padded(n / 100, w - 2, out)?;
+            out.write_str(pair(n))
+        }
     }
-    out.write_str(std::str::from_utf8(&buf[..width]).map_err(|_| fmt::Error)?)
 }
 
 /// A socket address as `Display` writes it (`1.2.3.4:80`, `[::1]:80`), with a fast path for
@@ -242,27 +268,28 @@ fn header_text(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
 }
 
 fn value(r: &Record, field: usize) -> Value<'_> {
-    match FIELDS[field] {
-        "timestamp" => Value::Timestamp(r),
-        "client_addr" => r.client_addr.map_or(Value::Null, Value::Addr),
-        "method" => Value::Str(r.method.as_str()),
-        "uri" => Value::Uri(&r.uri),
-        "host" => r.host().map_or(Value::Null, Value::Str),
-        "version" => Value::Str(r.version_str()),
-        "status" => Value::Uint(u64::from(r.status)),
-        "grpc_status" => r
+    // By position in `FIELDS` (a test checks the names).
+    match field {
+        0 => Value::Timestamp(r),
+        1 => r.client_addr.map_or(Value::Null, Value::Addr),
+        2 => Value::Str(r.method.as_str()),
+        3 => Value::Uri(&r.uri),
+        4 => r.host().map_or(Value::Null, Value::Str),
+        5 => Value::Str(r.version_str()),
+        6 => Value::Uint(u64::from(r.status)),
+        7 => r
             .grpc_status
             .map_or(Value::Null, |c| Value::Uint(u64::from(c))),
-        "route" => r.route.as_deref().map_or(Value::Null, Value::Str),
-        "backend" => r.backend.as_deref().map_or(Value::Null, Value::Str),
-        "attempts" => Value::Uint(u64::from(r.attempts)),
-        "request_bytes" => Value::Uint(r.request_bytes),
-        "response_bytes" => Value::Uint(r.response_bytes),
-        "duration_ms" => Value::Float(r.duration_ms),
-        "headers_ms" => Value::Float(r.headers_ms),
-        "user_agent" => r.user_agent.as_ref().map_or(Value::Null, Value::Header),
-        "trace_id" => r.trace_id().map_or(Value::Null, Value::Str),
-        "error" => r.error.map_or(Value::Null, Value::Str),
+        8 => r.route.as_deref().map_or(Value::Null, Value::Str),
+        9 => r.backend.as_deref().map_or(Value::Null, Value::Str),
+        10 => Value::Uint(u64::from(r.attempts)),
+        11 => Value::Uint(r.request_bytes),
+        12 => Value::Uint(r.response_bytes),
+        13 => Value::Float(r.duration_ms),
+        14 => Value::Float(r.headers_ms),
+        15 => r.user_agent.as_ref().map_or(Value::Null, Value::Header),
+        16 => r.trace_id().map_or(Value::Null, Value::Str),
+        17 => r.error.map_or(Value::Null, Value::Str),
         _ => Value::Null,
     }
 }

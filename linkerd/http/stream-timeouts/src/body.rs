@@ -171,7 +171,7 @@ where
                     *this.deadlines = None;
                     *this.sleep = None;
                 } else {
-                    deadlines.response_frame(Instant::now());
+                    deadlines.response_frame();
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }

@@ -162,7 +162,7 @@ where
             let rsp = res.map_err(Into::into)?;
             let deadlines = this.deadlines.take();
             if let Some(deadlines) = &deadlines {
-                deadlines.response_frame(Instant::now());
+                deadlines.response_frame();
             }
             // The body takes the timer over (it re-arms it for its own next deadline).
             let sleep = this.sleep.take();

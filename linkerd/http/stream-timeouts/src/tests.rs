@@ -236,6 +236,25 @@ async fn lifetime_before_headers() {
     assert_eq!(err.to_string(), "stream lifetime of 10s exceeded");
 }
 
+/// A deadline already passed when the response future is first polled (a zero lifetime, on
+/// the real clock) still fails the request: the first poll arms the timer without reading
+/// the clock, and the timer, already due, wakes the future to find the deadline passed.
+#[tokio::test]
+async fn a_deadline_passed_before_the_first_poll_fails_the_request() {
+    let timeouts = StreamTimeouts::new().with_lifetime(Some(Duration::ZERO));
+    let err = tokio::time::timeout(
+        secs(5),
+        call(timeouts, get(), |_req: Req| async move {
+            sleep(secs(60)).await;
+            ok(MockBody::new())
+        }),
+    )
+    .await
+    .expect("fails well before the response")
+    .expect_err("the lifetime has passed");
+    assert_timeout::<LifetimeTimeout>(&err, Duration::ZERO, "REQUEST_TIMEOUT");
+}
+
 #[tokio::test(start_paused = true)]
 async fn lifetime_after_headers() {
     let start = Instant::now();

@@ -179,9 +179,11 @@ impl Deadlines {
     }
 
     /// Records response activity (headers or a body frame).
-    pub(crate) fn response_frame(&self, now: Instant) {
+    /// Records response activity now (for the idle timeout); reads the clock only when a
+    /// timeout needs it.
+    pub(crate) fn response_frame(&self) {
         if let Some(shared) = &self.shared {
-            shared.response_frame(now);
+            shared.response_frame(Instant::now());
         }
     }
 
@@ -189,9 +191,10 @@ impl Deadlines {
     ///
     /// When several have expired, the earliest deadline wins; on a tie: lifetime, response
     /// headers, response end, idle.
+    /// The next deadline, or the one that passed by `now` (`None`: report none as passed).
     fn check(
         &self,
-        now: Instant,
+        now: Option<Instant>,
         headers_received: bool,
         cx: &Context<'_>,
     ) -> Result<Option<Instant>, Expired> {
@@ -232,7 +235,7 @@ impl Deadlines {
             }
         }
         match next {
-            Some((at, expired)) if at <= now => Err(expired),
+            Some((at, expired)) if now.is_some_and(|now| at <= now) => Err(expired),
             Some((at, _)) => Ok(Some(at)),
             None => Ok(None),
         }
@@ -249,8 +252,11 @@ impl Deadlines {
     ) -> Poll<Expired> {
         // The second round only runs when the timer fired but activity moved the deadline
         // (idle); the new deadline lies in the future, so its sleep is pending.
-        for _ in 0..2 {
-            let at = match self.check(Instant::now(), headers_received, cx) {
+        for round in 0..2 {
+            // Arming the first timer needs no clock reading: a deadline already passed makes
+            // the new timer fire at once, and the next round reads the clock.
+            let now = (round > 0 || sleep.is_some()).then(Instant::now);
+            let at = match self.check(now, headers_received, cx) {
                 Err(expired) => {
                     if let Some(shared) = &self.shared {
                         shared.expire(expired);

@@ -170,3 +170,34 @@ fn durations_round_to_microseconds_and_odd_values_stay_numbers() {
         assert_eq!(s, want, "{ms}");
     }
 }
+
+#[test]
+fn json_keys_and_value_positions_follow_fields() {
+    for (i, name) in FIELDS.iter().enumerate() {
+        let sep = if i == 0 { "{" } else { "," };
+        assert_eq!(JSON_KEYS[i], format!("{sep}\"{name}\":"), "key {i}");
+    }
+    // Each position answers the field of that name: a record whose every field is set
+    // differently shows each value under its own name.
+    let r = record();
+    let line = Format::Json.to_line(&r);
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["status"], r.status);
+    assert_eq!(v["attempts"], r.attempts);
+    assert_eq!(v["request_bytes"], r.request_bytes);
+    assert_eq!(v["response_bytes"], r.response_bytes);
+    assert_eq!(v["route"].as_str(), r.route.as_deref());
+    assert_eq!(v["backend"].as_str(), r.backend.as_deref());
+}
+
+proptest::proptest! {
+    #[test]
+    fn padded_digits_match_std_formatting(n in proptest::num::u64::ANY, width in 0usize..=20) {
+        let n = if width == 0 { 0 } else { n % 10u64.saturating_pow(u32::try_from(width).unwrap_or(19)).max(1) };
+        let mut s = String::new();
+        write_padded(n, width, &mut s).expect("write");
+        let want = if width == 0 { String::new() } else { format!("{n:0width$}") };
+        proptest::prop_assert_eq!(s, want);
+    }
+}
