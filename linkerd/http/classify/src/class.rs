@@ -124,9 +124,14 @@ impl Protocol {
     /// The protocol of `req`: `Grpc` when its `content-type` starts with `application/grpc`,
     /// else by HTTP version.
     pub fn of<B>(req: &Request<B>) -> Self {
-        if is_grpc(req.headers()) {
+        Self::of_head(req.version(), req.headers())
+    }
+
+    /// [`Protocol::of`] a request head given by its parts.
+    pub fn of_head(version: http::Version, headers: &HeaderMap) -> Self {
+        if is_grpc(headers) {
             Self::Grpc
-        } else if req.version() == http::Version::HTTP_2 {
+        } else if version == http::Version::HTTP_2 {
             Self::Http2
         } else {
             Self::Http1
@@ -346,7 +351,14 @@ impl Classify for DefaultClassify {
     type ClassifyResponse = ResponseClassifier;
 
     fn classify<B>(&self, req: &Request<B>) -> ResponseClassifier {
-        if is_grpc(req.headers()) {
+        self.classify_headers(req.headers())
+    }
+}
+
+impl DefaultClassify {
+    /// The classifier of a request with these headers (what [`Classify::classify`] returns).
+    pub fn classify_headers(&self, headers: &HeaderMap) -> ResponseClassifier {
+        if is_grpc(headers) {
             ResponseClassifier::Grpc(self.grpc)
         } else {
             ResponseClassifier::Http(self.http)

@@ -102,7 +102,16 @@ where
         let body = ReplayBody::new(body, policy.max_request_bytes());
         // Cloned before `Attempt(1)` goes in: each retry inserts its own number.
         let template = if policy.max_retries() > 0 {
-            body.try_clone().map(|b| Box::new((parts.clone(), b)))
+            body.try_clone().map(|b| {
+                // The head as sent, with the extensions the policy replays.
+                let (mut head, ()) = Request::new(()).into_parts();
+                head.method = parts.method.clone();
+                head.uri = parts.uri.clone();
+                head.version = parts.version;
+                head.headers = parts.headers.clone();
+                head.extensions = policy.replay_extensions(&parts);
+                Box::new((head, b))
+            })
         } else {
             None
         };

@@ -1,5 +1,5 @@
 use crate::{Budget, PerTryTimeout};
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{Extensions, HeaderMap, HeaderName, StatusCode, request};
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_classify::{
     GrpcCode, InvalidGrpcCode, ProxyErrorKind, Pushback, StatusRanges, chain, find_h2_reason,
@@ -66,6 +66,16 @@ pub trait Policy: Clone + Send + Sync + 'static {
         false
     }
 
+    /// The request extensions that retried attempts carry (each also gets its own
+    /// [`Attempt`](crate::Attempt)), from the original request's head. The retry layer keeps
+    /// them, beside a copy of the head, for every request it may retry, so this runs once per
+    /// request, retried or not. The default copies all of `head.extensions`; a policy that
+    /// knows which extensions the services below the retry layer read can keep just those
+    /// and save the copies.
+    fn replay_extensions(&self, head: &request::Parts) -> Extensions {
+        head.extensions.clone()
+    }
+
     /// Classifies a response from its status, headers and peeked trailers.
     fn classify_response(
         &self,
@@ -113,6 +123,10 @@ impl<P: Policy> Policy for std::sync::Arc<P> {
 
     fn peek_trailers(&self, request_headers: &HeaderMap) -> bool {
         (**self).peek_trailers(request_headers)
+    }
+
+    fn replay_extensions(&self, head: &request::Parts) -> Extensions {
+        (**self).replay_extensions(head)
     }
 
     fn classify_response(
@@ -164,6 +178,9 @@ pub struct RetryPolicy {
     pub budget: Option<Arc<Budget>>,
     /// Attempt-count header on retries. Default none.
     pub attempt_header: Option<HeaderName>,
+    /// The request extensions retried attempts carry ([`Policy::replay_extensions`]):
+    /// `None` (the default) copies all of them.
+    pub replay_extensions: Option<fn(&request::Parts) -> Extensions>,
 }
 
 /// Whether an error is worth another attempt: a connection failure
@@ -197,6 +214,7 @@ impl Default for RetryPolicy {
             per_try_timeout: None,
             budget: None,
             attempt_header: None,
+            replay_extensions: None,
         }
     }
 }
@@ -228,6 +246,13 @@ impl Policy for RetryPolicy {
 
     fn peek_trailers(&self, request_headers: &HeaderMap) -> bool {
         !self.grpc_codes.is_empty() && is_grpc(request_headers)
+    }
+
+    fn replay_extensions(&self, head: &request::Parts) -> Extensions {
+        match self.replay_extensions {
+            Some(keep) => keep(head),
+            None => head.extensions.clone(),
+        }
     }
 
     fn classify_response(

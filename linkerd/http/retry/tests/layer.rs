@@ -829,3 +829,67 @@ fn public_types_are_send_and_sync() {
         "the replay error is a small value"
     );
 }
+
+/// Request extensions for the extension-replay test.
+#[derive(Clone, Debug, PartialEq)]
+struct Kept(u32);
+#[derive(Clone, Debug, PartialEq)]
+struct Dropped(u32);
+
+/// Which of the test extensions each attempt carried.
+type ExtLog = Arc<Mutex<Vec<(Option<u32>, Option<Kept>, Option<Dropped>)>>>;
+
+fn extension_recorder(log: ExtLog) -> impl Inner {
+    service_fn(move |req: Request<ReplayBody<MockBody>>| -> Fut {
+        let attempt = req.extensions().get::<Attempt>().map(|a| a.0);
+        let mut log = log.lock().unwrap();
+        log.push((
+            attempt,
+            req.extensions().get::<Kept>().cloned(),
+            req.extensions().get::<Dropped>().cloned(),
+        ));
+        status(if log.len() == 1 { 503 } else { 200 })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn retried_attempts_carry_the_extensions_the_policy_replays() {
+    fn keep_only_kept(head: &http::request::Parts) -> http::Extensions {
+        let mut kept = http::Extensions::new();
+        if let Some(k) = head.extensions.get::<Kept>() {
+            kept.insert(k.clone());
+        }
+        kept
+    }
+    for (replay, want_dropped_on_retry) in [
+        (None, Some(Dropped(2))),
+        (
+            Some(keep_only_kept as fn(&http::request::Parts) -> http::Extensions),
+            None,
+        ),
+    ] {
+        let log = ExtLog::default();
+        let mut p = policy(&[503], 1);
+        p.replay_extensions = replay;
+        let mut req = request(MockBody::new(), Some(p));
+        req.extensions_mut().insert(Kept(1));
+        req.extensions_mut().insert(Dropped(2));
+        let rsp = RetryLayer::new()
+            .layer(extension_recorder(log.clone()))
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 200, "the retry answered");
+        let log = log.lock().unwrap();
+        assert_eq!(
+            log[0],
+            (Some(1), Some(Kept(1)), Some(Dropped(2))),
+            "the first attempt carries every extension"
+        );
+        assert_eq!(
+            log[1],
+            (Some(2), Some(Kept(1)), want_dropped_on_retry.clone()),
+            "a retry carries what the policy replays ({replay:?})"
+        );
+    }
+}

@@ -292,7 +292,7 @@ where
                 .extensions()
                 .get::<Protocol>()
                 .copied()
-                .unwrap_or(Protocol::Http1);
+                .unwrap_or_else(|| Protocol::of(&req));
             let rsp = ProxyError::upstream_cannot_tunnel().to_response(protocol);
             return ExtendedConnectFuture {
                 state: State::Ready { rsp: Some(rsp) },
