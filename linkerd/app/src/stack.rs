@@ -47,10 +47,6 @@ use tower::{
 /// requests.
 pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, BoxError>;
 
-/// A per-rule service: cloning it (the router does, per request) is a reference-count
-/// increment, where a `BoxCloneSyncService` would allocate a boxed copy of the whole stack.
-type Inner<B> = SharedService<Request<B>>;
-
 /// Calls `svc` at once when it is ready now (the proxy's stacks always are: their queues are
 /// per request), so the response future holds neither a service clone nor a second move of
 /// itself, as a `Oneshot` would; otherwise a clone is driven to readiness (or to its error)
@@ -70,76 +66,53 @@ where
     }
 }
 
-/// A service shared behind an `Arc`; each call runs on a clone of the inner service (its
-/// layers are reference-counted handles) and returns one boxed future.
-pub(crate) struct SharedService<R>(Arc<dyn CallShared<R>>);
+/// A service shared behind an `Arc`: cloning it (the router does, per request) is a
+/// reference-count increment, where a boxed clonable service would allocate a copy of the
+/// whole stack. Each call runs on a clone of the inner service (its layers are
+/// reference-counted handles), and its future is the inner service's own, not boxed.
+pub(crate) struct SharedService<S>(Arc<S>);
 
-type BoxResponseFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
->;
-
-trait CallShared<R>: Send + Sync {
-    fn call_shared(&self, req: R) -> BoxResponseFuture;
-}
-
-impl<S, R> CallShared<R> for S
-where
-    S: Service<R, Response = Response<BoxBody>, Error = BoxError> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    R: Send + 'static,
-{
-    fn call_shared(&self, req: R) -> BoxResponseFuture {
-        Box::pin(call_now(&mut self.clone(), req))
-    }
-}
-
-impl<R> SharedService<R> {
-    fn new<S>(svc: S) -> Self
-    where
-        S: Service<R, Response = Response<BoxBody>, Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        R: Send + 'static,
-    {
+impl<S> SharedService<S> {
+    fn new(svc: S) -> Self {
         Self(Arc::new(svc))
     }
 }
 
-impl<R> Clone for SharedService<R> {
+impl<S> Clone for SharedService<S> {
     fn clone(&self) -> Self {
         Self(self.0.clone())
     }
 }
 
-impl<R> std::fmt::Debug for SharedService<R> {
+impl<S> std::fmt::Debug for SharedService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SharedService")
     }
 }
 
-impl<R> Service<R> for SharedService<R> {
-    type Response = Response<BoxBody>;
-    type Error = BoxError;
-    type Future = BoxResponseFuture;
+impl<S, R> Service<R> for SharedService<S>
+where
+    S: Service<R> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         // Each call drives its own clone to readiness.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: R) -> BoxResponseFuture {
-        self.0.call_shared(req)
+    fn call(&mut self, req: R) -> Self::Future {
+        call_now(&mut (*self.0).clone(), req)
     }
 }
 
 /// Everything built from a config.
 #[derive(Debug)]
-pub struct Built {
-    /// The service.
-    pub service: ProxyService,
+pub struct Built<S = ProxyService> {
+    /// The service (its futures are not boxed: the server's connections hold them inline).
+    pub service: S,
     /// Open tunnels, for graceful shutdown.
     pub tunnels: Tunnels,
     /// The backends, by name (for the endpoint gauges).
@@ -153,7 +126,21 @@ pub fn build(
     metrics: &Arc<Metrics>,
     access_log: AccessLogWriter,
     tap: &Tap,
-) -> Result<Built, String> {
+) -> Result<
+    Built<
+        impl Service<
+            Request<Incoming>,
+            Response = Response<BoxBody>,
+            Error = BoxError,
+            Future: Send + 'static,
+        >
+        + Clone
+        + Send
+        + 'static
+        + use<>,
+    >,
+    String,
+> {
     let backends: HashMap<String, BackendHandle> = config
         .backends
         .iter()
@@ -220,7 +207,7 @@ pub fn build(
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .service(router);
     Ok(Built {
-        service: BoxCloneService::new(service),
+        service,
         tunnels,
         backends: backends
             .into_iter()
@@ -275,7 +262,19 @@ fn rule_stack(
     backends: &HashMap<String, BackendHandle>,
     http2: &HashSet<String>,
     rng: &SharedRng,
-) -> Inner<MirrorBody<BoxBody>> {
+) -> SharedService<
+    impl Service<
+        Request<MirrorBody<BoxBody>>,
+        Response = Response<BoxBody>,
+        Error = BoxError,
+        Future: Send + 'static,
+    >
+    + Clone
+    + Send
+    + Sync
+    + 'static
+    + use<>,
+> {
     let route_name = rule.route_name().clone();
     let families = metrics.route_families(rule.is_grpc());
     let policy = rule.policy();
@@ -306,11 +305,13 @@ fn rule_stack(
         .collect();
     let Ok(split) = WeightedSplit::new(split_backends, rng.clone()) else {
         // The router answers rules without backends itself; this is never called.
-        return SharedService::new(tower::service_fn(
-            |_req: Request<MirrorBody<BoxBody>>| async {
-                Err::<Response<BoxBody>, BoxError>(ProxyError::no_backends().into())
+        return SharedService::new(Either::Right(tower::service_fn(
+            |_req: Request<MirrorBody<BoxBody>>| {
+                std::future::ready(Err::<Response<BoxBody>, BoxError>(
+                    ProxyError::no_backends().into(),
+                ))
             },
-        ));
+        )));
     };
 
     let timeouts = policy.timeouts.clone().unwrap_or_default();
@@ -363,7 +364,7 @@ fn rule_stack(
         .layer(families.route_layer(route_name))
         .layer(StreamTimeoutsLayer::new(stream))
         .service(retried);
-    SharedService::new(svc)
+    SharedService::new(Either::Left(svc))
 }
 
 /// The request body inside a rule's stack (after stream timeouts).
