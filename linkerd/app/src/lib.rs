@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod edge_metrics;
 pub mod errors;
+mod presized;
 pub mod routes;
 pub mod server;
 pub mod stack;

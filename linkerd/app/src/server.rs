@@ -164,6 +164,7 @@ where
     >;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        crate::presized::request(req.extensions_mut());
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
         let mut svc = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -267,7 +267,9 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    rsp.map(|b| b.map_err(Into::into).boxed_unsync())
+    let mut rsp = rsp.map(|b| b.map_err(Into::into).boxed_unsync());
+    crate::presized::response(rsp.extensions_mut());
+    rsp
 }
 
 /// The error a request that got no response reports (DESIGN.md section 5).
