@@ -414,13 +414,14 @@ fn replay_extensions(head: &http::request::Parts) -> http::Extensions {
     use linkerd_http_classify::{DefaultClassify, Protocol, ResponseClassifier};
     let mut replay = http::Extensions::new();
     let ext = &head.extensions;
+    let derived = Protocol::of_head(head.version, &head.headers);
     if let Some(protocol) = ext.get::<Protocol>()
-        && *protocol != Protocol::of_head(head.version, &head.headers)
+        && *protocol != derived
     {
         replay.insert(*protocol);
     }
     if let Some(classifier) = ext.get::<ResponseClassifier>()
-        && *classifier != DefaultClassify::default().classify_headers(&head.headers)
+        && *classifier != DefaultClassify::default().classify_protocol(derived)
     {
         replay.insert(*classifier);
     }
@@ -557,7 +558,10 @@ mod tests {
             replayed
                 .get::<ResponseClassifier>()
                 .copied()
-                .unwrap_or_else(|| DefaultClassify::default().classify_headers(&head.headers)),
+                .unwrap_or_else(|| {
+                    DefaultClassify::default()
+                        .classify_protocol(Protocol::of_head(head.version, &head.headers))
+                }),
         )
     }
 

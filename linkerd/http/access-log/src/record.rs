@@ -109,12 +109,13 @@ impl Record {
         version: Version,
         headers: &HeaderMap,
     ) -> Self {
+        let found = Found::scan(headers);
         Self {
             timestamp,
             client_addr: None,
             method: method.clone(),
             uri: uri.clone(),
-            host: headers.get(http::header::HOST).cloned(),
+            host: found.host.cloned(),
             version,
             status: 0,
             grpc_status: None,
@@ -125,9 +126,9 @@ impl Record {
             response_bytes: 0,
             duration_ms: 0.0,
             headers_ms: 0.0,
-            user_agent: headers.get(http::header::USER_AGENT).cloned(),
-            referer: headers.get(http::header::REFERER).cloned(),
-            trace: TraceHeader::find(headers),
+            user_agent: found.user_agent.cloned(),
+            referer: found.referer.cloned(),
+            trace: found.trace(),
             error: None,
         }
     }
@@ -194,6 +195,70 @@ impl TraceHeader {
         headers
             .get(X_REQUEST_ID)
             .map(|v| Self::RequestId(v.clone()))
+    }
+}
+
+/// The first value of each header a record keeps.
+#[derive(Default)]
+struct Found<'a> {
+    host: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+    referer: Option<&'a HeaderValue>,
+    traceparent: Option<&'a HeaderValue>,
+    b3: Option<&'a HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
+}
+
+impl<'a> Found<'a> {
+    /// Up to this many header values, one pass comparing names beats six hashed lookups.
+    const SCAN_MAX: usize = 16;
+
+    fn scan(headers: &'a HeaderMap) -> Self {
+        if headers.len() > Self::SCAN_MAX {
+            return Self {
+                host: headers.get(http::header::HOST),
+                user_agent: headers.get(http::header::USER_AGENT),
+                referer: headers.get(http::header::REFERER),
+                traceparent: headers.get(TRACEPARENT),
+                b3: headers.get(X_B3_TRACEID),
+                request_id: headers.get(X_REQUEST_ID),
+            };
+        }
+        let mut found = Self::default();
+        // A name's values come together, first value first: keeping the first seen is
+        // what `HeaderMap::get` answers.
+        for (name, value) in headers {
+            let slot = if name == http::header::HOST {
+                &mut found.host
+            } else if name == http::header::USER_AGENT {
+                &mut found.user_agent
+            } else if name == http::header::REFERER {
+                &mut found.referer
+            } else if name == TRACEPARENT {
+                &mut found.traceparent
+            } else if name == X_B3_TRACEID {
+                &mut found.b3
+            } else if name == X_REQUEST_ID {
+                &mut found.request_id
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        found
+    }
+
+    /// What [`TraceHeader::find`] answers for the same headers.
+    fn trace(&self) -> Option<TraceHeader> {
+        if let Some(v) = self.traceparent
+            && traceparent_ok(v.as_bytes())
+        {
+            return Some(TraceHeader::TraceParent(v.clone()));
+        }
+        if let Some(v) = self.b3 {
+            return Some(TraceHeader::B3(v.clone()));
+        }
+        self.request_id.map(|v| TraceHeader::RequestId(v.clone()))
     }
 }
 
@@ -285,6 +350,44 @@ impl Civil {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    proptest::proptest! {
+        /// The one-pass scan finds what the lookups by name find, whatever the order,
+        /// duplicates and number of headers (above `SCAN_MAX` it looks them up).
+        #[test]
+        fn the_header_scan_matches_lookups(
+            entries in proptest::collection::vec((0usize..9, 0u8..4), 0..24),
+        ) {
+            let names = [
+                "host", "user-agent", "referer", "traceparent", "x-b3-traceid",
+                "x-request-id", "accept", "x-other", "content-type",
+            ];
+            let values = [
+                "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01",
+                "00-short-01",
+                "a",
+                "b",
+            ];
+            let mut headers = HeaderMap::new();
+            for (n, v) in entries {
+                headers.append(
+                    http::HeaderName::from_static(names[n]),
+                    HeaderValue::from_static(values[usize::from(v)]),
+                );
+            }
+            let r = Record::from_request(
+                UNIX_EPOCH,
+                &Method::GET,
+                &Uri::from_static("/"),
+                Version::HTTP_11,
+                &headers,
+            );
+            proptest::prop_assert_eq!(r.host.as_ref(), headers.get("host"));
+            proptest::prop_assert_eq!(r.user_agent.as_ref(), headers.get("user-agent"));
+            proptest::prop_assert_eq!(r.referer.as_ref(), headers.get("referer"));
+            proptest::prop_assert_eq!(r.trace, TraceHeader::find(&headers));
+        }
+    }
 
     fn rfc(secs: u64, micros: u64) -> String {
         let mut s = String::new();

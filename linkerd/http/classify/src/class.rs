@@ -351,14 +351,19 @@ impl Classify for DefaultClassify {
     type ClassifyResponse = ResponseClassifier;
 
     fn classify<B>(&self, req: &Request<B>) -> ResponseClassifier {
-        self.classify_headers(req.headers())
+        if is_grpc(req.headers()) {
+            ResponseClassifier::Grpc(self.grpc)
+        } else {
+            ResponseClassifier::Http(self.http)
+        }
     }
 }
 
 impl DefaultClassify {
-    /// The classifier of a request with these headers (what [`Classify::classify`] returns).
-    pub fn classify_headers(&self, headers: &HeaderMap) -> ResponseClassifier {
-        if is_grpc(headers) {
+    /// The classifier of a request of `protocol` (what [`Classify::classify`] returns for a
+    /// request whose [`Protocol::of`] is `protocol`).
+    pub fn classify_protocol(&self, protocol: Protocol) -> ResponseClassifier {
+        if protocol.is_grpc() {
             ResponseClassifier::Grpc(self.grpc)
         } else {
             ResponseClassifier::Http(self.http)
