@@ -286,9 +286,15 @@ impl HttpClassifier {
     }
 }
 
+impl HttpClassifier {
+    /// The default: 5xx statuses fail. A constant, so building it costs nothing per request
+    /// (adding a range sets its statuses one by one).
+    pub const DEFAULT: Self = Self::new(StatusRanges::empty().with_range(500, 599));
+}
+
 impl Default for HttpClassifier {
     fn default() -> Self {
-        Self::new(StatusRanges::empty().with_range(500, 599))
+        Self::DEFAULT
     }
 }
 
@@ -333,15 +339,20 @@ impl GrpcClassifier {
     }
 }
 
+impl GrpcClassifier {
+    /// The default failure codes (a constant, like [`HttpClassifier::DEFAULT`]).
+    pub const DEFAULT: Self = Self::none()
+        .with_failure(GrpcCode::DATA_LOSS)
+        .with_failure(GrpcCode::DEADLINE_EXCEEDED)
+        .with_failure(GrpcCode::INTERNAL)
+        .with_failure(GrpcCode::PERMISSION_DENIED)
+        .with_failure(GrpcCode::UNAVAILABLE)
+        .with_failure(GrpcCode::UNKNOWN);
+}
+
 impl Default for GrpcClassifier {
     fn default() -> Self {
-        Self::none()
-            .with_failure(GrpcCode::DATA_LOSS)
-            .with_failure(GrpcCode::DEADLINE_EXCEEDED)
-            .with_failure(GrpcCode::INTERNAL)
-            .with_failure(GrpcCode::PERMISSION_DENIED)
-            .with_failure(GrpcCode::UNAVAILABLE)
-            .with_failure(GrpcCode::UNKNOWN)
+        Self::DEFAULT
     }
 }
 
