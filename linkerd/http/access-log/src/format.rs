@@ -232,11 +232,25 @@ fn json_escaped(u: &http::Uri, out: &mut impl Write) -> fmt::Result {
     write!(Escape(out), "{u}")
 }
 
+/// The bytes a JSON string must escape here: `"`, `\\`, control characters and DEL (a table:
+/// one load per byte where four comparisons were).
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
 fn escape_into(s: &str, out: &mut impl Write) -> fmt::Result {
     // Only ASCII characters are escaped, and UTF-8 continuation bytes are never ASCII: a byte
     // scan finds them, and most values need no escape at all.
-    let needs = |b: u8| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f;
-    if !s.bytes().any(needs) {
+    if !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
         return out.write_str(s);
     }
     let mut start = 0;
