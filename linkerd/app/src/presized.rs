@@ -14,30 +14,34 @@ use std::sync::LazyLock;
 struct Filler<const N: usize>;
 
 /// An empty map with room for 14 entries (16 buckets).
-static REQUEST: LazyLock<http::Extensions> = LazyLock::new(|| {
-    let mut ext = http::Extensions::new();
-    ext.insert(Filler::<0>);
-    ext.insert(Filler::<1>);
-    ext.insert(Filler::<2>);
-    ext.insert(Filler::<3>);
-    ext.insert(Filler::<4>);
-    ext.insert(Filler::<5>);
-    ext.insert(Filler::<6>);
-    ext.insert(Filler::<7>);
-    ext.clear();
-    ext
-});
+static REQUEST: LazyLock<http::Extensions> = LazyLock::new(|| grown(8));
 
 /// An empty map with room for 7 entries (8 buckets).
-static RESPONSE: LazyLock<http::Extensions> = LazyLock::new(|| {
+static RESPONSE: LazyLock<http::Extensions> = LazyLock::new(|| grown(4));
+
+/// An empty map that has grown to hold `fill` (at most 8) entries.
+fn grown(fill: usize) -> http::Extensions {
+    let fillers: [fn(&mut http::Extensions); 8] = [
+        insert::<0>,
+        insert::<1>,
+        insert::<2>,
+        insert::<3>,
+        insert::<4>,
+        insert::<5>,
+        insert::<6>,
+        insert::<7>,
+    ];
     let mut ext = http::Extensions::new();
-    ext.insert(Filler::<0>);
-    ext.insert(Filler::<1>);
-    ext.insert(Filler::<2>);
-    ext.insert(Filler::<3>);
+    for fill in fillers.iter().take(fill) {
+        fill(&mut ext);
+    }
     ext.clear();
     ext
-});
+}
+
+fn insert<const N: usize>(ext: &mut http::Extensions) {
+    ext.insert(Filler::<N>);
+}
 
 /// Moves `ext`'s entries (usually none) into a map with room for a request's extensions.
 pub(crate) fn request(ext: &mut http::Extensions) {
