@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# User-space instructions per request of proxy builds and passthrough, under callgrind: the
+# noise-free companion of benches/ab.sh (CPU time on this shared machine moves 10-20% between
+# runs; instruction counts repeat within about 0.5%). It leaves out the kernel and the cost of
+# cache misses, so it ranks user-space changes, not whole-process CPU.
+#
+# usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] TARGET...
+#   TARGET is BINARY[:CONFIG] (a proxy binary, CONFIG defaults to benches/proxy.yaml) or
+#   `passthrough` (or `passthrough:BINARY`). Example, before and after a change:
+#     cp target/release/examples/proxy /tmp/proxy-before   # ... change, rebuild ...
+#     benches/instructions.sh /tmp/proxy-before target/release/examples/proxy passthrough
+#   -p: h1 (`h2load --h1 -c16`, default) or h2c (`h2load -c16 -m32`).
+#   -n: requests measured (default 4000), after 2,000 warm-up requests that are not counted.
+#   -k: keep each target's callgrind file in DIR (for callgrind_annotate or a per-function
+#       breakdown).
+#
+# Each target runs under `valgrind --tool=callgrind` (every thread counted) with the
+# backend pinned to core 1; the counters are zeroed after the warm-up and dumped after the
+# measured requests. Loopback only (ports 18080/18082/18083); every process is stopped by its
+# PID. Installs valgrind and nghttp2-client with apt-get when missing; needs release builds
+# of bench_backend and passthrough (benches/load.sh builds them).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/target/release/examples
+PROTO=h1
+REQUESTS=4000
+KEEP=
+while getopts "p:n:k:" opt; do
+    case $opt in
+        p) PROTO=$OPTARG ;;
+        n) REQUESTS=$OPTARG ;;
+        k) KEEP=$OPTARG ;;
+        *) exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+[[ $# -gt 0 && "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -gt 0 ]] ||
+    { echo "usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] TARGET..." >&2; exit 2; }
+case $PROTO in
+    h1) LOAD=(--h1 -c16) ;;
+    h2c) LOAD=(-c16 -m32) ;;
+    *) echo "-p must be h1 or h2c" >&2; exit 2 ;;
+esac
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+if ((${#missing[@]})); then
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+[[ -n "$KEEP" ]] && mkdir -p "$KEEP"
+
+TMP=$(mktemp -d /tmp/linkerd-http-instr.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+taskset -c 1 "$BIN/bench_backend" --listen 127.0.0.1:18080 >"$TMP/backend.log" 2>&1 &
+PIDS+=($!)
+sleep 0.5
+i=0
+for target in "$@"; do
+    i=$((i + 1))
+    out=$TMP/cg.$i
+    cg=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no
+        --callgrind-out-file="$out")
+    if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
+        pt=$BIN/passthrough
+        [[ "$target" == passthrough:* ]] && pt=${target#passthrough:}
+        "${cg[@]}" "$pt" --listen 127.0.0.1:18082 --upstream 127.0.0.1:18080 \
+            >"$TMP/target.log" 2>&1 &
+    else
+        bin=${target%%:*}
+        config=$ROOT/benches/proxy.yaml
+        [[ "$target" == *:* ]] && config=${target#*:}
+        sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access.log#" "$config" >"$TMP/proxy.yaml"
+        "${cg[@]}" "$bin" --config "$TMP/proxy.yaml" --listen 127.0.0.1:18082 \
+            --admin 127.0.0.1:18083 >"$TMP/target.log" 2>&1 &
+    fi
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 150); do
+        (echo >/dev/tcp/127.0.0.1/18082) 2>/dev/null && break
+        sleep 0.2
+    done
+    taskset -c 1 timeout 300 h2load "${LOAD[@]}" -n2000 http://127.0.0.1:18082/ >/dev/null 2>&1 || true
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    done_n=$(taskset -c 1 timeout 600 h2load "${LOAD[@]}" -n"$REQUESTS" http://127.0.0.1:18082/ 2>&1 |
+        awk '/^requests:/{print $8}')
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    # The dump after the zeroing is the newest part file.
+    part=$(ls -t "$out".* 2>/dev/null | head -1)
+    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$part" 2>/dev/null || true)
+    if [[ -z "$total" || "${done_n:-0}" != "$REQUESTS" ]]; then
+        echo "$target: measurement failed (${done_n:-0} of $REQUESTS requests succeeded)"
+        continue
+    fi
+    [[ -n "$KEEP" ]] && cp "$part" "$KEEP/$(basename "${target%%:*}").$PROTO.callgrind"
+    echo "$target ($PROTO): $((total / REQUESTS)) instructions per request"
+done
