@@ -18,41 +18,18 @@ BIN=$ROOT/target/release/examples
 RUNS=${1:?usage: benches/ab.sh RUNS TARGET...}
 shift
 [[ $# -gt 0 && "$RUNS" =~ ^[0-9]+$ ]] || { echo "usage: benches/ab.sh RUNS TARGET..." >&2; exit 2; }
-TMP=$(mktemp -d /tmp/linkerd-http-ab.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=benches/target.sh
+source "$ROOT/benches/target.sh"
+bench_setup ab
 TICK=$(getconf CLK_TCK)
 # AB_PROTO=h2c measures h2c instead (h2load -c16 -m32, AB_H2_REQUESTS requests per run).
 PROTO=${AB_PROTO:-http1}
 H2_REQUESTS=${AB_H2_REQUESTS:-150000}
-taskset -c 1 "$BIN/bench_backend" --listen 127.0.0.1:18080 >"$TMP/backend.log" 2>&1 &
-PIDS+=($!)
-sleep 0.5
 for run in $(seq 1 "$RUNS"); do
     for target in "$@"; do
-        if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
-            pt=$BIN/passthrough
-            [[ "$target" == passthrough:* ]] && pt=${target#passthrough:}
-            taskset -c 0 "$pt" --listen 127.0.0.1:18082 \
-                --upstream 127.0.0.1:18080 >"$TMP/target.log" 2>&1 &
-        else
-            bin=${target%%:*}
-            config=$ROOT/benches/proxy.yaml
-            [[ "$target" == *:* ]] && config=${target#*:}
-            sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access.log#" "$config" >"$TMP/proxy.yaml"
-            taskset -c 0 "$bin" --config "$TMP/proxy.yaml" --listen 127.0.0.1:18082 \
-                --admin 127.0.0.1:18083 >"$TMP/target.log" 2>&1 &
-        fi
-        pid=$!
+        start_target "$target" taskset -c 0
+        pid=$TARGET_PID
         PIDS+=("$pid")
-        for _ in $(seq 1 50); do
-            (echo >/dev/tcp/127.0.0.1/18082) 2>/dev/null && break
-            sleep 0.1
-        done
         if [[ "$PROTO" == h2c ]]; then
             taskset -c 1 timeout 30 h2load -c16 -m32 -n20000 http://127.0.0.1:18082/ \
                 >/dev/null 2>&1 || true

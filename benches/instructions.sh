@@ -50,42 +50,19 @@ if ((${#missing[@]})); then
 fi
 [[ -n "$KEEP" ]] && mkdir -p "$KEEP"
 
-TMP=$(mktemp -d /tmp/linkerd-http-instr.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=benches/target.sh
+source "$ROOT/benches/target.sh"
+bench_setup instr
 
-taskset -c 1 "$BIN/bench_backend" --listen 127.0.0.1:18080 >"$TMP/backend.log" 2>&1 &
-PIDS+=($!)
-sleep 0.5
 i=0
 for target in "$@"; do
     i=$((i + 1))
     out=$TMP/cg.$i
     cg=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no
         --callgrind-out-file="$out")
-    if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
-        pt=$BIN/passthrough
-        [[ "$target" == passthrough:* ]] && pt=${target#passthrough:}
-        "${cg[@]}" "$pt" --listen 127.0.0.1:18082 --upstream 127.0.0.1:18080 \
-            >"$TMP/target.log" 2>&1 &
-    else
-        bin=${target%%:*}
-        config=$ROOT/benches/proxy.yaml
-        [[ "$target" == *:* ]] && config=${target#*:}
-        sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access.log#" "$config" >"$TMP/proxy.yaml"
-        "${cg[@]}" "$bin" --config "$TMP/proxy.yaml" --listen 127.0.0.1:18082 \
-            --admin 127.0.0.1:18083 >"$TMP/target.log" 2>&1 &
-    fi
-    pid=$!
+    start_target "$target" "${cg[@]}"
+    pid=$TARGET_PID
     PIDS+=("$pid")
-    for _ in $(seq 1 150); do
-        (echo >/dev/tcp/127.0.0.1/18082) 2>/dev/null && break
-        sleep 0.2
-    done
     taskset -c 1 timeout 300 h2load "${LOAD[@]}" -n2000 http://127.0.0.1:18082/ >/dev/null 2>&1 || true
     callgrind_control -z "$pid" >/dev/null 2>&1
     done_n=$(taskset -c 1 timeout 600 h2load "${LOAD[@]}" -n"$REQUESTS" http://127.0.0.1:18082/ 2>&1 |

@@ -1,0 +1,51 @@
+# Sourced by benches/ab.sh and benches/instructions.sh: the backend and the targets under test.
+
+# bench_setup NAME: a temp dir in TMP, removed on exit after every PID in PIDS is stopped;
+# starts the backend (bench_backend) pinned to core 1 on 127.0.0.1:18080. Needs BIN.
+bench_setup() {
+    TMP=$(mktemp -d "/tmp/linkerd-http-$1.XXXXXX")
+    PIDS=()
+    trap bench_cleanup EXIT
+    taskset -c 1 "$BIN/bench_backend" --listen 127.0.0.1:18080 >"$TMP/backend.log" 2>&1 &
+    PIDS+=($!)
+    sleep 0.5
+}
+
+bench_cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+#
+# start_target TARGET PREFIX...: runs TARGET behind the command PREFIX (for example
+# `taskset -c 0`) on 127.0.0.1:18082 (a proxy's admin on :18083), forwarding to the backend on
+# 127.0.0.1:18080, logs to $TMP/target.log, and waits (up to 30 s) until it accepts
+# connections; sets TARGET_PID. TARGET is BINARY[:CONFIG] (a proxy binary; CONFIG defaults to
+# benches/proxy.yaml, its access log redirected into $TMP) or `passthrough` (or
+# `passthrough:BINARY`). Needs ROOT, BIN and TMP.
+start_target() {
+    local target=$1
+    shift
+    if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
+        local pt=$BIN/passthrough
+        [[ "$target" == passthrough:* ]] && pt=${target#passthrough:}
+        "$@" "$pt" --listen 127.0.0.1:18082 --upstream 127.0.0.1:18080 \
+            >"$TMP/target.log" 2>&1 &
+    else
+        local bin=${target%%:*}
+        local config=$ROOT/benches/proxy.yaml
+        [[ "$target" == *:* ]] && config=${target#*:}
+        sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access.log#" "$config" >"$TMP/proxy.yaml"
+        "$@" "$bin" --config "$TMP/proxy.yaml" --listen 127.0.0.1:18082 \
+            --admin 127.0.0.1:18083 >"$TMP/target.log" 2>&1 &
+    fi
+    TARGET_PID=$!
+    local _
+    for _ in $(seq 1 300); do
+        (echo >/dev/tcp/127.0.0.1/18082) 2>/dev/null && return 0
+        sleep 0.1
+    done
+}
