@@ -41,10 +41,10 @@ use tower::{
     util::{BoxCloneService, Either},
 };
 
-/// The proxy's whole service, as the server edge calls it.
-///
-/// The server clones it once per connection and calls that copy for each of the connection's
-/// requests.
+/// The proxy's whole service in boxed form (`BoxCloneService::new(built.service)`), for a
+/// caller that needs to name its type. [`build`] returns the concrete stack, whose futures
+/// the server's connections hold without a box; the server clones it once per connection and
+/// calls that copy for each of the connection's requests.
 pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, BoxError>;
 
 /// Calls `svc` at once when it is ready now (the proxy's stacks always are: their queues are

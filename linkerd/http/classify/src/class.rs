@@ -275,6 +275,10 @@ impl std::fmt::Debug for StatusRanges {
 // === impl HttpClassifier ===
 
 impl HttpClassifier {
+    /// The default: 5xx statuses fail. A constant, so building it costs nothing per request
+    /// (adding a range sets its statuses one by one).
+    pub const DEFAULT: Self = Self::new(StatusRanges::empty().with_range(500, 599));
+
     /// A classifier with the given failure statuses.
     pub const fn new(failures: StatusRanges) -> Self {
         Self { failures }
@@ -286,12 +290,6 @@ impl HttpClassifier {
     }
 }
 
-impl HttpClassifier {
-    /// The default: 5xx statuses fail. A constant, so building it costs nothing per request
-    /// (adding a range sets its statuses one by one).
-    pub const DEFAULT: Self = Self::new(StatusRanges::empty().with_range(500, 599));
-}
-
 impl Default for HttpClassifier {
     fn default() -> Self {
         Self::DEFAULT
@@ -301,6 +299,15 @@ impl Default for HttpClassifier {
 // === impl GrpcClassifier ===
 
 impl GrpcClassifier {
+    /// The default failure codes (a constant, like [`HttpClassifier::DEFAULT`]).
+    pub const DEFAULT: Self = Self::none()
+        .with_failure(GrpcCode::DATA_LOSS)
+        .with_failure(GrpcCode::DEADLINE_EXCEEDED)
+        .with_failure(GrpcCode::INTERNAL)
+        .with_failure(GrpcCode::PERMISSION_DENIED)
+        .with_failure(GrpcCode::UNAVAILABLE)
+        .with_failure(GrpcCode::UNKNOWN);
+
     /// A classifier with no failure codes.
     pub const fn none() -> Self {
         Self { failures: 0 }
@@ -339,17 +346,6 @@ impl GrpcClassifier {
     }
 }
 
-impl GrpcClassifier {
-    /// The default failure codes (a constant, like [`HttpClassifier::DEFAULT`]).
-    pub const DEFAULT: Self = Self::none()
-        .with_failure(GrpcCode::DATA_LOSS)
-        .with_failure(GrpcCode::DEADLINE_EXCEEDED)
-        .with_failure(GrpcCode::INTERNAL)
-        .with_failure(GrpcCode::PERMISSION_DENIED)
-        .with_failure(GrpcCode::UNAVAILABLE)
-        .with_failure(GrpcCode::UNKNOWN);
-}
-
 impl Default for GrpcClassifier {
     fn default() -> Self {
         Self::DEFAULT
@@ -362,11 +358,7 @@ impl Classify for DefaultClassify {
     type ClassifyResponse = ResponseClassifier;
 
     fn classify<B>(&self, req: &Request<B>) -> ResponseClassifier {
-        if is_grpc(req.headers()) {
-            ResponseClassifier::Grpc(self.grpc)
-        } else {
-            ResponseClassifier::Http(self.http)
-        }
+        self.classify_protocol(Protocol::of(req))
     }
 }
 
