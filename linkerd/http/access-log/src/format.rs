@@ -1,4 +1,6 @@
 use crate::record::{Civil, FIELDS, Record};
+
+mod json;
 use std::{
     fmt::{self, Write},
     str::FromStr,
@@ -55,7 +57,12 @@ impl Format {
     /// Only when `out` fails.
     pub fn write(&self, record: &Record, out: &mut impl Write) -> fmt::Result {
         match self {
-            Self::Json => json(record, out)?,
+            Self::Json => {
+                let mut line = Vec::with_capacity(384);
+                json::line(record, &mut line, &mut json::Stamp::default());
+                // Every piece of the line is text or ASCII, so this holds.
+                out.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)?;
+            }
             Self::Apache => apache(record, out)?,
             Self::Template(t) => t.write(record, out)?,
         }
@@ -69,6 +76,32 @@ impl Format {
         let _ = self.write(record, &mut s);
         s
     }
+
+    /// Appends `record` as one line (with the trailing `\n`) to `out`: the writer thread's
+    /// path. JSON goes straight into the bytes; the other formats through `scratch`.
+    pub(crate) fn write_bytes(&self, record: &Record, out: &mut Vec<u8>, lines: &mut LineState) {
+        match self {
+            Self::Json => json::line(record, out, &mut lines.stamp),
+            other => {
+                lines.scratch.clear();
+                // Writing to a String cannot fail.
+                let _ = match other {
+                    Self::Apache => apache(record, &mut lines.scratch),
+                    Self::Template(t) => t.write(record, &mut lines.scratch),
+                    Self::Json => Ok(()),
+                };
+                out.extend_from_slice(lines.scratch.as_bytes());
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// What [`Format::write_bytes`] keeps from one line to the next.
+#[derive(Debug, Default)]
+pub(crate) struct LineState {
+    stamp: json::Stamp,
+    scratch: String,
 }
 
 impl FromStr for Format {
@@ -82,59 +115,6 @@ impl FromStr for Format {
             t => Template::parse(t).map(Self::Template),
         }
     }
-}
-
-/// What precedes each JSON field's value: the separator and the quoted name of
-/// [`FIELDS`], in order (a test checks they agree).
-const JSON_KEYS: [&str; FIELDS.len()] = [
-    "{\"timestamp\":",
-    ",\"client_addr\":",
-    ",\"method\":",
-    ",\"uri\":",
-    ",\"host\":",
-    ",\"version\":",
-    ",\"status\":",
-    ",\"grpc_status\":",
-    ",\"route\":",
-    ",\"backend\":",
-    ",\"attempts\":",
-    ",\"request_bytes\":",
-    ",\"response_bytes\":",
-    ",\"duration_ms\":",
-    ",\"headers_ms\":",
-    ",\"user_agent\":",
-    ",\"trace_id\":",
-    ",\"error\":",
-];
-
-fn json(r: &Record, out: &mut impl Write) -> fmt::Result {
-    for (i, key) in JSON_KEYS.iter().enumerate() {
-        out.write_str(key)?;
-        match value(r, i) {
-            Value::Null => out.write_str("null")?,
-            Value::Str(s) => json_str(s, out)?,
-            Value::Uint(n) => write_u64(n, out)?,
-            Value::Float(f) => write_ms(f, out)?,
-            Value::Timestamp(r) => {
-                out.write_char('"')?;
-                Civil::from_system(r.timestamp).rfc3339(out)?;
-                out.write_char('"')?;
-            }
-            Value::Addr(a) => {
-                out.write_char('"')?;
-                write_addr(a, out)?;
-                out.write_char('"')?;
-            }
-            Value::Uri(u) => {
-                // A URI holds only visible ASCII, but may hold `"` or `\` in its query.
-                out.write_char('"')?;
-                json_escaped(u, out)?;
-                out.write_char('"')?;
-            }
-            Value::Header(h) => json_str(&header_text(h), out)?,
-        }
-    }
-    out.write_char('}')
 }
 
 /// Milliseconds with three decimals (microsecond resolution), written without the float
@@ -174,15 +154,8 @@ fn pair(n: u64) -> &'static str {
 
 /// A decimal integer, without the formatting machinery.
 fn write_u64(n: u64, out: &mut impl Write) -> fmt::Result {
-    if n < 10 {
-        return out.write_str(&pair(n)[1..]);
-    }
-    if n < 100 {
-        return out.write_str(pair(n));
-    }
-    // The leading digits, then the last two (digits are ASCII: no UTF-8 check needed).
-    write_u64(n / 100, out)?;
-    out.write_str(pair(n))
+    // Digits are ASCII: the conversion cannot fail.
+    out.write_str(std::str::from_utf8(json::digits(n, &mut [0; 20])).map_err(|_| fmt::Error)?)
 }
 
 /// `n` as exactly `width` digits (zero-padded; `n` must fit).
@@ -196,84 +169,6 @@ pub(crate) fn write_padded(n: u64, width: usize, out: &mut impl Write) -> fmt::R
             out.write_str(pair(n))
         }
     }
-}
-
-/// A socket address as `Display` writes it (`1.2.3.4:80`, `[::1]:80`), with a fast path for
-/// IPv4.
-fn write_addr(a: std::net::SocketAddr, out: &mut impl Write) -> fmt::Result {
-    match a {
-        std::net::SocketAddr::V4(v4) => {
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.write_char('.')?;
-                }
-                write_u64(u64::from(octet), out)?;
-            }
-            out.write_char(':')?;
-            write_u64(u64::from(v4.port()), out)
-        }
-        v6 => write!(out, "{v6}"),
-    }
-}
-
-fn json_str(s: &str, out: &mut impl Write) -> fmt::Result {
-    out.write_char('"')?;
-    escape_into(s, out)?;
-    out.write_char('"')
-}
-
-fn json_escaped(u: &http::Uri, out: &mut impl Write) -> fmt::Result {
-    struct Escape<'a, W>(&'a mut W);
-    impl<W: Write> Write for Escape<'_, W> {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            escape_into(s, self.0)
-        }
-    }
-    write!(Escape(out), "{u}")
-}
-
-/// The bytes a JSON string must escape here: `"`, `\\`, control characters and DEL (a table:
-/// one load per byte where four comparisons were).
-static NEEDS_ESCAPE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        t[b] = true;
-        b += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t[0x7f] = true;
-    t
-};
-
-fn escape_into(s: &str, out: &mut impl Write) -> fmt::Result {
-    // Only ASCII characters are escaped, and UTF-8 continuation bytes are never ASCII: a byte
-    // scan finds them, and most values need no escape at all.
-    if !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
-        return out.write_str(s);
-    }
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                out.write_str(&s[start..i])?;
-                write!(out, "\\u{:04x}", u32::from(c))?;
-                start = i + c.len_utf8();
-                continue;
-            }
-            _ => continue,
-        };
-        out.write_str(&s[start..i])?;
-        out.write_str(esc)?;
-        start = i + c.len_utf8();
-    }
-    out.write_str(&s[start..])
 }
 
 /// Header bytes as text: invalid UTF-8 is replaced rather than failing the line.

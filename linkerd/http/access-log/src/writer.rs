@@ -1,4 +1,4 @@
-use crate::{Format, Record};
+use crate::{Format, Record, format::LineState};
 use std::{
     fmt,
     io::{self, Write},
@@ -227,21 +227,20 @@ fn run(rx: &mpsc::Receiver<Msg>, mut sink: Sink, format: &Format, shared: &Share
                     shared.received.fetch_add(1, Ordering::Relaxed);
                     match &mut sink {
                         Sink::Io(_) => {
-                            // Formatting into a String cannot fail.
-                            let _ = format.write(&record, &mut batch.text);
+                            format.write_bytes(&record, &mut batch.bytes, &mut batch.state);
                             batch.lines += 1;
-                            if batch.text.len() >= BATCH_BYTES {
+                            if batch.bytes.len() >= BATCH_BYTES {
                                 batch.write(&mut sink, shared);
                             }
                         }
                         Sink::Tracing(d) => {
-                            batch.text.clear();
-                            let _ = format.write(&record, &mut batch.text);
-                            let line = batch.text.trim_end_matches('\n');
+                            // Formatting into a String cannot fail.
+                            let mut text = String::with_capacity(384);
+                            let _ = format.write(&record, &mut text);
+                            let line = text.trim_end_matches('\n');
                             tracing::dispatcher::with_default(d, || {
                                 tracing::info!(target: "access_log", "{line}");
                             });
-                            batch.text.clear();
                             shared.written.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -266,8 +265,9 @@ const BATCH_BYTES: usize = 64 * 1024;
 
 #[derive(Default)]
 struct Batch {
-    text: String,
+    bytes: Vec<u8>,
     lines: u64,
+    state: LineState,
 }
 
 impl Batch {
@@ -276,10 +276,7 @@ impl Batch {
             return;
         }
         let ok = match sink {
-            Sink::Io(w) => w
-                .write_all(self.text.as_bytes())
-                .and_then(|()| w.flush())
-                .is_ok(),
+            Sink::Io(w) => w.write_all(&self.bytes).and_then(|()| w.flush()).is_ok(),
             Sink::Tracing(_) => true,
         };
         let counter = if ok {
@@ -288,7 +285,7 @@ impl Batch {
             &*shared.dropped
         };
         counter.fetch_add(self.lines, Ordering::Relaxed);
-        self.text.clear();
+        self.bytes.clear();
         self.lines = 0;
     }
 }

@@ -664,7 +664,13 @@ impl<P> RouteTable<P> {
         headers: &HeaderMap,
         examined: &mut usize,
     ) -> Option<RouteMatch> {
-        let host = request_host(uri, headers);
+        // Without hostname-specific routes every request falls to the `any` bucket: the host
+        // is not looked at, so it is not worked out.
+        let host = if self.http.by_host() || self.grpc.by_host() {
+            request_host(uri, headers)
+        } else {
+            None
+        };
         let host = host.as_deref();
         let req = Req {
             method,
@@ -804,6 +810,11 @@ impl<B> HostIndex<B> {
 
     /// Tries the buckets for `host` from the most specific: exact, wildcards longest first,
     /// then host-less routes.
+    /// Whether any route names a hostname (else `find` goes straight to `any`).
+    fn by_host(&self) -> bool {
+        !self.exact.is_empty() || !self.wildcard.is_empty()
+    }
+
     fn find<R>(&self, host: Option<&str>, mut f: impl FnMut(&B) -> Option<R>) -> Option<R> {
         if let Some(host) = host {
             if let Some(r) = self.exact.get(host).and_then(&mut f) {

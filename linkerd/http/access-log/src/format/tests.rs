@@ -134,10 +134,13 @@ proptest::proptest! {
             std::net::SocketAddr::from((std::net::Ipv4Addr::from(v4), port)),
             std::net::SocketAddr::from((std::net::Ipv6Addr::from(v6), port)),
         ] {
-            s.clear();
-            write_addr(addr, &mut s).expect("write");
-            proptest::prop_assert_eq!(&s, &addr.to_string());
+            let mut b = Vec::new();
+            json::addr(addr, &mut b);
+            proptest::prop_assert_eq!(std::str::from_utf8(&b).expect("ascii"), &addr.to_string());
         }
+        let mut b = Vec::new();
+        json::millis(ms, &mut b);
+        proptest::prop_assert_eq!(std::str::from_utf8(&b).expect("ascii"), &format!("{ms:.3}"));
 
         let t = std::time::UNIX_EPOCH
             + std::time::Duration::from_secs(secs)
@@ -168,15 +171,35 @@ fn durations_round_to_microseconds_and_odd_values_stay_numbers() {
         s.clear();
         write_ms(ms, &mut s).expect("write");
         assert_eq!(s, want, "{ms}");
+        let mut b = Vec::new();
+        json::millis(ms, &mut b);
+        assert_eq!(b, want.as_bytes(), "JSON {ms}");
     }
 }
 
 #[test]
-fn json_keys_and_value_positions_follow_fields() {
-    for (i, name) in FIELDS.iter().enumerate() {
-        let sep = if i == 0 { "{" } else { "," };
-        assert_eq!(JSON_KEYS[i], format!("{sep}\"{name}\":"), "key {i}");
-    }
+fn json_keys_and_template_positions_follow_fields() {
+    // Every field once, in the order of `FIELDS`, and nothing else: the keys of a line whose
+    // strings hold no `"` and whose values hold no `,"`.
+    let mut plain = record();
+    plain.route = Some(Arc::from("r1"));
+    plain.user_agent = Some(HeaderValue::from_static("curl/8"));
+    plain.uri = Uri::from_static("/a");
+    let line = Format::Json.to_line(&plain);
+    let keys: Vec<&str> = line
+        .trim_end()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(",\"")
+        .map(|field| {
+            field
+                .trim_start_matches('"')
+                .split('"')
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(keys, FIELDS, "keys and their order: {line}");
     // Each position answers the field of that name: a record whose every field is set
     // differently shows each value under its own name.
     let r = record();
@@ -200,4 +223,104 @@ proptest::proptest! {
         let want = if width == 0 { String::new() } else { format!("{n:0width$}") };
         proptest::prop_assert_eq!(s, want);
     }
+}
+
+proptest::proptest! {
+    /// Any text survives the JSON line: control characters, quotes, backslashes, DEL and
+    /// non-ASCII in a string field; header bytes that are not UTF-8 are replaced, not lost.
+    #[test]
+    fn json_strings_round_trip_whatever_the_bytes(
+        route in "(?s).{0,24}",
+        ua in proptest::collection::vec(
+            proptest::prop_oneof![0x20u8..0x7f, 0x80u8..=0xff, proptest::strategy::Just(b'\t')],
+            0..40,
+        ),
+    ) {
+        let mut r = record();
+        r.route = Some(Arc::from(route.as_str()));
+        r.user_agent = Some(HeaderValue::from_bytes(&ua).expect("valid header bytes"));
+        let line = Format::Json.to_line(&r);
+        proptest::prop_assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "one line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        proptest::prop_assert_eq!(v["route"].as_str(), Some(route.as_str()));
+        let ua_text = String::from_utf8_lossy(&ua);
+        proptest::prop_assert_eq!(v["user_agent"].as_str(), Some(&*ua_text));
+    }
+
+    /// Lines written one after another by the writer thread's path (which keeps the date and
+    /// time of the last second) carry the timestamp each record's own calendar formatting
+    /// gives, whatever the order of the times (same second, next second, back in time).
+    #[test]
+    fn kept_timestamp_prefix_matches_each_records_time(
+        times in proptest::collection::vec((0u64..4_000_000_000, 0u32..1_000_000, 0u8..3), 1..30),
+    ) {
+        let mut state = LineState::default();
+        let mut prev = 0u64;
+        for (secs, micros, shape) in times {
+            // Often the same second as the line before, sometimes the next, else anywhere.
+            let secs = match shape {
+                0 => prev,
+                1 => prev + 1,
+                _ => secs,
+            };
+            prev = secs;
+            let mut r = record();
+            r.timestamp = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(u64::from(micros));
+            let mut bytes = Vec::new();
+            Format::Json.write_bytes(&r, &mut bytes, &mut state);
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("valid JSON");
+            let mut want = String::new();
+            crate::record::Civil::from_system(r.timestamp).rfc3339(&mut want).expect("write");
+            proptest::prop_assert_eq!(v["timestamp"].as_str(), Some(want.as_str()));
+            proptest::prop_assert_eq!(bytes, Format::Json.to_line(&r).into_bytes(), "same line as to_line");
+        }
+    }
+}
+
+#[test]
+fn byte_path_writes_what_to_line_writes_for_every_format() {
+    let template: Format = "%method% %uri% -> %status% (%route%)"
+        .parse()
+        .expect("template");
+    let mut r = record();
+    for f in [Format::Json, Format::Apache, template] {
+        let mut state = LineState::default();
+        let mut bytes = Vec::new();
+        for _ in 0..2 {
+            Format::write_bytes(&f, &r, &mut bytes, &mut state);
+            r.timestamp += Duration::from_micros(1);
+        }
+        r.timestamp -= Duration::from_micros(2);
+        let mut want = f.to_line(&r);
+        r.timestamp += Duration::from_micros(1);
+        want.push_str(&f.to_line(&r));
+        r.timestamp -= Duration::from_micros(1);
+        assert_eq!(String::from_utf8(bytes).expect("utf-8"), want, "{f:?}");
+    }
+}
+
+proptest::proptest! {
+    /// The eight-bytes-at-a-time scan says what the byte table says, whatever the bytes.
+    #[test]
+    fn escape_scan_matches_the_byte_table(s in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+        let by_table = s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f);
+        proptest::prop_assert_eq!(json::needs_escape(&s), by_table);
+    }
+}
+
+#[test]
+fn escape_scan_is_not_fooled_by_non_ascii_next_to_a_space() {
+    // A UTF-8 byte whose low bits are below 0x20, then a space: a lane-wise subtraction that
+    // let the first borrow from the second would flag the space.
+    for s in [
+        &[0x85, b' ', b'a', b'b', b'c', b'd', b'e', b'f'][..],
+        "é ü ñ ß ø".as_bytes(),
+    ] {
+        assert!(!json::needs_escape(s), "{s:?}");
+    }
+    assert!(
+        json::needs_escape(b"abcdefg\x01"),
+        "control in the last lane"
+    );
+    assert!(json::needs_escape(b"\x7fbcdefgh"), "DEL in the first lane");
 }
