@@ -33,11 +33,18 @@ use std::{
 /// The frames read ahead are returned first, in order, then the rest of the body. The
 /// wrapper forwards `is_end_stream` and `size_hint`, counting the frames it holds.
 pub struct PeekTrailersBody<B: Body> {
+    /// What was read ahead; boxed, as only peeked bodies have any, and every layer above moves
+    /// the body (two frames would triple its size).
+    held: Option<Box<Held<B>>>,
+    inner: B,
+}
+
+/// The frames read ahead, returned before the rest of the body.
+struct Held<B: Body> {
     first: Option<Result<Frame<B::Data>, B::Error>>,
     second: Option<Result<Frame<B::Data>, B::Error>>,
     /// The inner body returned `None` while peeking.
     ended: bool,
-    inner: B,
 }
 
 /// Reads the first frames of a body: the future returned by [`PeekTrailersBody::peek`].
@@ -51,9 +58,7 @@ impl<B: Body> PeekTrailersBody<B> {
     /// Wraps `body` without reading ahead.
     pub const fn passthrough(body: B) -> Self {
         Self {
-            first: None,
-            second: None,
-            ended: false,
+            held: None,
             inner: body,
         }
     }
@@ -71,7 +76,8 @@ impl<B: Body> PeekTrailersBody<B> {
 
     /// The trailers read ahead, if any.
     pub fn peeked_trailers(&self) -> Option<&HeaderMap> {
-        [&self.first, &self.second]
+        let held = self.held.as_deref()?;
+        [&held.first, &held.second]
             .into_iter()
             .find_map(|f| f.as_ref()?.as_ref().ok()?.trailers_ref())
     }
@@ -82,11 +88,24 @@ impl<B: Body> PeekTrailersBody<B> {
     }
 
     fn buffered_len(&self) -> u64 {
-        [&self.first, &self.second]
+        let Some(held) = self.held.as_deref() else {
+            return 0;
+        };
+        [&held.first, &held.second]
             .into_iter()
             .filter_map(|f| f.as_ref()?.as_ref().ok()?.data_ref())
             .map(|d| d.remaining() as u64)
             .sum()
+    }
+
+    fn held_frames(&self) -> u8 {
+        self.held
+            .as_deref()
+            .map_or(0, |h| h.first.is_some() as u8 + h.second.is_some() as u8)
+    }
+
+    fn ended(&self) -> bool {
+        self.held.as_deref().is_some_and(|h| h.ended)
     }
 }
 
@@ -102,25 +121,35 @@ impl<B: Body + Unpin> Body for PeekTrailersBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
-        if let Some(frame) = this.first.take() {
-            return Poll::Ready(Some(frame));
-        }
-        if let Some(frame) = this.second.take() {
-            return Poll::Ready(Some(frame));
-        }
-        if this.ended {
-            return Poll::Ready(None);
+        if let Some(held) = this.held.as_deref_mut() {
+            if let Some(frame) = held.first.take() {
+                return Poll::Ready(Some(frame));
+            }
+            if let Some(frame) = held.second.take() {
+                return Poll::Ready(Some(frame));
+            }
+            if held.ended {
+                return Poll::Ready(None);
+            }
         }
         Pin::new(&mut this.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.second.is_none() && (self.ended || self.inner.is_end_stream())
+        match self.held.as_deref() {
+            None => self.inner.is_end_stream(),
+            Some(h) => {
+                h.first.is_none() && h.second.is_none() && (h.ended || self.inner.is_end_stream())
+            }
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.held.is_none() {
+            return self.inner.size_hint();
+        }
         let held = self.buffered_len();
-        let inner = if self.ended {
+        let inner = if self.ended() {
             SizeHint::with_exact(0)
         } else {
             self.inner.size_hint()
@@ -137,12 +166,9 @@ impl<B: Body + Unpin> Body for PeekTrailersBody<B> {
 impl<B: Body> fmt::Debug for PeekTrailersBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeekTrailersBody")
-            .field(
-                "held_frames",
-                &(self.first.is_some() as u8 + self.second.is_some() as u8),
-            )
+            .field("held_frames", &self.held_frames())
             .field("peeked_trailers", &self.peeked_trailers())
-            .field("ended", &self.ended)
+            .field("ended", &self.ended())
             .finish_non_exhaustive()
     }
 }
@@ -168,20 +194,26 @@ impl<B: Body + Unpin> Future for PeekTrailers<B> {
             }
             Poll::Ready(first) => first,
         };
+        let mut held = Held {
+            first: None,
+            second: None,
+            ended: false,
+        };
         match first {
-            None => body.ended = true,
+            None => held.ended = true,
             Some(Ok(frame)) if frame.is_data() => {
-                body.first = Some(Ok(frame));
+                held.first = Some(Ok(frame));
                 // One more poll, without waiting: a unary response's trailers usually arrive
                 // with its message.
                 match Pin::new(&mut body.inner).poll_frame(cx) {
-                    Poll::Ready(Some(second)) => body.second = Some(second),
-                    Poll::Ready(None) => body.ended = true,
+                    Poll::Ready(Some(second)) => held.second = Some(second),
+                    Poll::Ready(None) => held.ended = true,
                     Poll::Pending => {}
                 }
             }
-            Some(other) => body.first = Some(other),
+            Some(other) => held.first = Some(other),
         }
+        body.held = Some(Box::new(held));
         Poll::Ready(body)
     }
 }
