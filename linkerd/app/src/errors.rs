@@ -51,6 +51,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let protocol = req
             .extensions()
@@ -83,6 +84,7 @@ where
 {
     type Output = Result<Response<BoxBody>, BoxError>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match std::task::ready!(this.inner.poll(cx)) {

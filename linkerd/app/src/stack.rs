@@ -103,6 +103,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline(always)]
     fn call(&mut self, req: R) -> Self::Future {
         call_now(&mut (*self.0).clone(), req)
     }
@@ -465,6 +466,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
         AttemptTimeoutFuture {
             inner: tokio::time::timeout(self.timeout, self.inner.call(req)),
@@ -486,6 +488,7 @@ where
 {
     type Output = Result<Rsp, BoxError>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match std::task::ready!(self.project().inner.poll(cx)) {
             Ok(result) => Poll::Ready(result),

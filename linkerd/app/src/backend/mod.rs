@@ -201,6 +201,7 @@ impl Service<Request<BoxBody>> for BackendHandle {
         Poll::Ready(Ok(()))
     }
 
+    #[inline(always)]
     fn call(&mut self, req: Request<BoxBody>) -> DispatchFuture {
         let state = match self.shared.sole.send(req, std::convert::identity) {
             Ok(fut) => Dispatch::Called(fut),
@@ -286,6 +287,7 @@ impl DispatchFuture {
 impl Future for DispatchFuture {
     type Output = Result<Response<BoxBody>, BoxError>;
 
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         loop {

@@ -252,6 +252,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let start = Instant::now();
         let mut record = Box::new(Record::from_request(
@@ -300,6 +301,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, BoxError>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));

@@ -100,6 +100,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let protocol = Protocol::of(&req);
         let classify = self.classify.classify(&req);
@@ -123,6 +124,7 @@ where
 {
     type Output = Result<Response<ClassifyBody<B, R::ClassifyEos>>, E>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let rsp = std::task::ready!(this.inner.poll(cx))?;

@@ -123,6 +123,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let bodiless = req.method() == Method::HEAD || req.method() == Method::CONNECT;
         ResponseFuture {
@@ -152,6 +153,7 @@ where
 {
     type Output = Result<Response<UpstreamBody<B, H>>, BoxError>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = std::task::ready!(this.inner.poll(cx));

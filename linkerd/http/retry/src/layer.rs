@@ -160,6 +160,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let policy = match req.extensions_mut().remove::<P>() {
             Some(p) => Some(p),

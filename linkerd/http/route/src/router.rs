@@ -297,6 +297,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline(always)]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let protocol = req
             .extensions()
@@ -419,6 +420,7 @@ where
 {
     type Output = Result<Response<RouteBody<RB>>, S::Error>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let mut rsp = loop {

@@ -121,6 +121,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline(always)]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let i = self.pick().min(self.backends.len() - 1);
         let (name, svc) = &self.backends[i];
@@ -138,6 +139,7 @@ where
 {
     type Output = Result<Response<RB>, S::Error>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut rsp = std::task::ready!(this.call.poll(cx))?;

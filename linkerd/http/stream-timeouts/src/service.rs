@@ -12,7 +12,8 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
+// A name, not a `&str`: a lookup by `&str` parses and validates the name on every call.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// Applies [`StreamTimeouts`] to every request of the wrapped service.
 ///
@@ -110,6 +111,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let timeouts = req
             .extensions_mut()
@@ -155,6 +157,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, BoxError>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         // A response that is ready wins over a timer that fires in the same turn.
@@ -184,7 +187,13 @@ where
 ///
 /// A malformed value is ignored (logged at debug level) and left as it is.
 fn effective_lifetime(lifetime: Option<Duration>, headers: &HeaderMap) -> (Option<Duration>, bool) {
-    let Some(value) = headers.get(GRPC_TIMEOUT).filter(|_| is_grpc(headers)) else {
+    // `content-type` first: most requests are not gRPC, and it is the cheaper lookup.
+    let value = if is_grpc(headers) {
+        headers.get(&GRPC_TIMEOUT)
+    } else {
+        None
+    };
+    let Some(value) = value else {
         return (lifetime, false);
     };
     match grpc_timeout(value) {

@@ -146,6 +146,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let protocol = req
             .extensions()
@@ -310,6 +311,7 @@ where
 {
     type Output = Result<Response<B>, E>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Ready { rsp } => match rsp.take() {
