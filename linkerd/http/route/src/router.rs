@@ -77,7 +77,27 @@ pin_project! {
     {
         Respond { rsp: Option<Response<RouteBody<RB>>> },
         Delay { #[pin] sleep: tokio::time::Sleep, then: Option<Then<S, R, RB>> },
+        // The rule's service was ready at once and has been called.
+        Called { #[pin] future: S::Future },
+        // The rule's service failed its readiness check at once.
+        Failed { error: Option<S::Error> },
         Call { #[pin] call: Oneshot<S, R> },
+    }
+}
+
+/// Calls `svc` at once when it is ready now (a rule service usually is), so the rule's future
+/// is built in place of the router's, not moved in at the first poll as a `Oneshot` does;
+/// otherwise a `Oneshot` drives it to readiness with the caller's waker.
+fn call_now<S: Service<R>, R, RB>(mut svc: S, req: R) -> State<S, R, RB> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => State::Called {
+            future: svc.call(req),
+        },
+        Poll::Ready(Err(error)) => State::Failed { error: Some(error) },
+        Poll::Pending => State::Call {
+            call: Oneshot::new(svc, req),
+        },
     }
 }
 
@@ -381,9 +401,7 @@ where
         let state = if delay.is_zero() {
             match then {
                 Then::Respond(rsp) => State::Respond { rsp: Some(rsp) },
-                Then::Call(svc, req) => State::Call {
-                    call: Oneshot::new(svc, req),
-                },
+                Then::Call(svc, req) => call_now(svc, req),
             }
         } else {
             State::Delay {
@@ -441,6 +459,14 @@ where
                     };
                     this.state.set(next);
                 }
+                StateProj::Called { future } => {
+                    break std::task::ready!(future.poll(cx))?.map(RouteBody::new);
+                }
+                StateProj::Failed { error } => match error.take() {
+                    Some(error) => return Poll::Ready(Err(error)),
+                    // Polled after completion: stay pending rather than panic.
+                    None => return Poll::Pending,
+                },
                 StateProj::Call { call } => {
                     break std::task::ready!(call.poll(cx))?.map(RouteBody::new);
                 }
