@@ -204,7 +204,6 @@ pub fn build(
         .layer(ErrorMapLayer)
         .layer(EdgeMetricsLayer::new(metrics.clone()))
         .layer(UpgradeLayer::new(tunnels.clone()))
-        .map_request(|req: Request<_>| req.map(box_body))
         .map_response(|rsp: Response<_>| rsp.map(box_body))
         .service(router);
     Ok(Built {
@@ -265,7 +264,7 @@ fn rule_stack(
     rng: &SharedRng,
 ) -> SharedService<
     impl Service<
-        Request<MirrorBody<BoxBody>>,
+        Request<MirrorBody<EdgeBody>>,
         Response = Response<BoxBody>,
         Error = BoxError,
         Future: Send + 'static,
@@ -307,7 +306,7 @@ fn rule_stack(
     let Ok(split) = WeightedSplit::new(split_backends, rng.clone()) else {
         // The router answers rules without backends itself; this is never called.
         return SharedService::new(Either::Right(tower::service_fn(
-            |_req: Request<MirrorBody<BoxBody>>| {
+            |_req: Request<MirrorBody<EdgeBody>>| {
                 std::future::ready(Err::<Response<BoxBody>, BoxError>(
                     ProxyError::no_backends().into(),
                 ))
@@ -368,8 +367,12 @@ fn rule_stack(
     SharedService::new(Either::Left(svc))
 }
 
+/// The request body the edge hands the router: the server's, counted by the access log. Not
+/// boxed there: it is boxed once, below the retry layer, for the backends.
+type EdgeBody = linkerd_http_access_log::RequestBody<Incoming>;
+
 /// The request body inside a rule's stack (after stream timeouts).
-type RuleBody = linkerd_http_stream_timeouts::RequestBody<MirrorBody<BoxBody>>;
+type RuleBody = linkerd_http_stream_timeouts::RequestBody<MirrorBody<EdgeBody>>;
 
 /// The retry policy of a rule's `retry` block; `backendRequest` is its per-try timeout.
 fn retry_policy(
