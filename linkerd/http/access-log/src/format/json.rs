@@ -79,13 +79,18 @@ pub(crate) fn line(r: &Record, out: &mut Vec<u8>, stamp: &mut Stamp) {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"method\":");
-    string(r.method.as_str().as_bytes(), out);
+    // A method is a token (RFC 9110 section 5.6.2), which holds nothing JSON escapes.
+    quoted(r.method.as_str().as_bytes(), out);
     out.extend_from_slice(b",\"uri\":");
     uri(&r.uri, out);
     out.extend_from_slice(b",\"host\":");
-    optional(r.host().map(str::as_bytes), out);
+    match &r.host {
+        // As `Record::host` reads it: text that is not UTF-8 is empty.
+        Some(h) => header(h.as_bytes(), Invalid::Empty, out),
+        None => optional(r.host().map(str::as_bytes), out),
+    }
     out.extend_from_slice(b",\"version\":");
-    string(r.version_str().as_bytes(), out);
+    quoted(r.version_str().as_bytes(), out);
     out.extend_from_slice(b",\"status\":");
     out.extend_from_slice(digits(u64::from(r.status), &mut [0; 20]));
     out.extend_from_slice(b",\"grpc_status\":");
@@ -109,11 +114,8 @@ pub(crate) fn line(r: &Record, out: &mut Vec<u8>, stamp: &mut Stamp) {
     millis(r.headers_ms, out);
     out.extend_from_slice(b",\"user_agent\":");
     match &r.user_agent {
-        Some(h) => match std::str::from_utf8(h.as_bytes()) {
-            Ok(text) => string(text.as_bytes(), out),
-            // Invalid UTF-8 is replaced rather than failing the line.
-            Err(_) => string(String::from_utf8_lossy(h.as_bytes()).as_bytes(), out),
-        },
+        // Invalid UTF-8 is replaced rather than failing the line.
+        Some(h) => header(h.as_bytes(), Invalid::Replaced, out),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"trace_id\":");
@@ -221,6 +223,34 @@ fn string(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
     escape(s, out);
     out.push(b'"');
+}
+
+/// Quotes around text that needs no escape.
+fn quoted(s: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+}
+
+/// What a header value that is not UTF-8 becomes.
+#[derive(Clone, Copy)]
+enum Invalid {
+    /// The empty string.
+    Empty,
+    /// Its text with replacement characters.
+    Replaced,
+}
+
+/// Header bytes as a JSON string. ASCII (nearly every value) needs no UTF-8 check.
+fn header(bytes: &[u8], invalid: Invalid, out: &mut Vec<u8>) {
+    if bytes.is_ascii() {
+        return string(bytes, out);
+    }
+    match (std::str::from_utf8(bytes), invalid) {
+        (Ok(text), _) => string(text.as_bytes(), out),
+        (Err(_), Invalid::Empty) => string(b"", out),
+        (Err(_), Invalid::Replaced) => string(String::from_utf8_lossy(bytes).as_bytes(), out),
+    }
 }
 
 /// The bytes a JSON string must escape here: `"`, `\\`, control characters and DEL.

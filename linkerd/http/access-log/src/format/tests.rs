@@ -245,6 +245,13 @@ proptest::proptest! {
         proptest::prop_assert_eq!(v["route"].as_str(), Some(route.as_str()));
         let ua_text = String::from_utf8_lossy(&ua);
         proptest::prop_assert_eq!(v["user_agent"].as_str(), Some(&*ua_text));
+
+        // The host as `Record::host` reads it: bytes that are not UTF-8 give an empty host.
+        r.host = Some(HeaderValue::from_bytes(&ua).expect("valid header bytes"));
+        let line = Format::Json.to_line(&r);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        proptest::prop_assert_eq!(v["host"].as_str(), r.host());
+        proptest::prop_assert_eq!(v["host"].as_str(), Some(std::str::from_utf8(&ua).unwrap_or("")));
     }
 
     /// Lines written one after another by the writer thread's path (which keeps the date and
@@ -323,4 +330,19 @@ fn escape_scan_is_not_fooled_by_non_ascii_next_to_a_space() {
         "control in the last lane"
     );
     assert!(json::needs_escape(b"\x7fbcdefgh"), "DEL in the first lane");
+}
+
+#[test]
+fn non_ascii_header_text_is_kept_when_it_is_utf8() {
+    let mut r = record();
+    r.host = Some(HeaderValue::from_bytes("café.test".as_bytes()).expect("obs-text"));
+    r.user_agent = Some(HeaderValue::from_bytes("agent/ü".as_bytes()).expect("obs-text"));
+    let v: serde_json::Value = serde_json::from_str(&Format::Json.to_line(&r)).expect("valid JSON");
+    assert_eq!(v["host"], "café.test");
+    assert_eq!(v["user_agent"], "agent/ü");
+    r.host = Some(HeaderValue::from_bytes(b"caf\xe9.test").expect("obs-text"));
+    r.user_agent = Some(HeaderValue::from_bytes(b"agent/\xfc").expect("obs-text"));
+    let v: serde_json::Value = serde_json::from_str(&Format::Json.to_line(&r)).expect("valid JSON");
+    assert_eq!(v["host"], "", "as Record::host reads it");
+    assert_eq!(v["user_agent"], "agent/\u{fffd}", "replaced, not lost");
 }
