@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+mod deferred_write;
 pub mod demo;
 pub mod edge_metrics;
 pub mod errors;
