@@ -105,6 +105,7 @@ mod error;
 mod filter;
 mod mirror;
 mod model;
+mod ready_call;
 mod response_headers;
 mod rng;
 mod router;

@@ -1,6 +1,6 @@
 use crate::{
     Filter, HeaderModifier, MirrorBody, MirrorService, RouteBody, RouteMatch, RouteTable, Rule,
-    SharedRng, mirror::mirror_head,
+    SharedRng, mirror::mirror_head, ready_call::ReadyCall,
 };
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
@@ -14,7 +14,6 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tower::util::Oneshot;
 use tower_service::Service;
 
 /// Builds the inner service of each rule (called once per rule with backends, when the
@@ -77,27 +76,8 @@ pin_project! {
     {
         Respond { rsp: Option<Response<RouteBody<RB>>> },
         Delay { #[pin] sleep: tokio::time::Sleep, then: Option<Then<S, R, RB>> },
-        // The rule's service was ready at once and has been called.
-        Called { #[pin] future: S::Future },
-        // The rule's service failed its readiness check at once.
-        Failed { error: Option<S::Error> },
-        Call { #[pin] call: Oneshot<S, R> },
-    }
-}
-
-/// Calls `svc` at once when it is ready now (a rule service usually is), so the rule's future
-/// is built in place of the router's, not moved in at the first poll as a `Oneshot` does;
-/// otherwise a `Oneshot` drives it to readiness with the caller's waker.
-fn call_now<S: Service<R>, R, RB>(mut svc: S, req: R) -> State<S, R, RB> {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => State::Called {
-            future: svc.call(req),
-        },
-        Poll::Ready(Err(error)) => State::Failed { error: Some(error) },
-        Poll::Pending => State::Call {
-            call: Oneshot::new(svc, req),
-        },
+        // The rule's service, called at once when it was ready.
+        Call { #[pin] call: ReadyCall<S, R> },
     }
 }
 
@@ -401,7 +381,9 @@ where
         let state = if delay.is_zero() {
             match then {
                 Then::Respond(rsp) => State::Respond { rsp: Some(rsp) },
-                Then::Call(svc, req) => call_now(svc, req),
+                Then::Call(svc, req) => State::Call {
+                    call: ReadyCall::new(svc, req),
+                },
             }
         } else {
             State::Delay {
@@ -453,20 +435,12 @@ where
                     let next = match then.take() {
                         Some(Then::Respond(rsp)) => State::Respond { rsp: Some(rsp) },
                         Some(Then::Call(svc, req)) => State::Call {
-                            call: Oneshot::new(svc, req),
+                            call: ReadyCall::new(svc, req),
                         },
                         None => State::Respond { rsp: None },
                     };
                     this.state.set(next);
                 }
-                StateProj::Called { future } => {
-                    break std::task::ready!(future.poll(cx))?.map(RouteBody::new);
-                }
-                StateProj::Failed { error } => match error.take() {
-                    Some(error) => return Poll::Ready(Err(error)),
-                    // Polled after completion: stay pending rather than panic.
-                    None => return Poll::Pending,
-                },
                 StateProj::Call { call } => {
                     break std::task::ready!(call.poll(cx))?.map(RouteBody::new);
                 }
