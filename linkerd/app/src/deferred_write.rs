@@ -1,4 +1,4 @@
-//! A connection's first write after a read waits one scheduler round.
+//! Client connections' first write after a read waits one scheduler round.
 //!
 //! Under load the proxy's worker has many connections ready at once. Written as each request
 //! completes, every response wakes its reader on another core, and a core that went idle in
@@ -7,14 +7,9 @@
 //! run queue lets the other ready connections run first, so their responses leave close
 //! together and a reader woken by the first finds the next ones waiting. Measured with
 //! `benches/ab.sh` (HTTP/1.1 and h2c, pinned as in `benches/load.sh`): about 7-9% less CPU per
-//! request on client connections, the system time falling by more than the extra poll of the
-//! connection costs in user time. When nothing else is ready the deferred write runs at the
-//! next poll, a few microseconds later.
-//!
-//! Backend connections are wrapped too: there the deferred write is a request sent on a
-//! connection whose last response was read, so requests bound for the backend leave together
-//! and wake it once (HTTP/1.1: 6 of 6 and 6 of 8 alternating runs lower, about 8%; h2c, whose
-//! backend connections are many and lightly used, unchanged).
+//! request, the system time falling by more than the extra poll of the connection costs in
+//! user time. When nothing else is ready the deferred write runs at the next poll, a few
+//! microseconds later.
 //!
 //! Only the first write after a read is deferred: a long response, or a tunnel carrying data
 //! one way, writes without waiting.

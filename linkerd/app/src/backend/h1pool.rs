@@ -6,7 +6,6 @@
 //! connection never wrote (it closed while idle) is sent again on another connection.
 
 use crate::BoxBody;
-use crate::deferred_write::DeferredWrite;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -248,13 +247,12 @@ impl<F: TrySend> Future for SendNow<F> {
     }
 }
 
-/// Dials `addr` and runs hyper's client `handshake` on the stream (wrapped in [`DeferredWrite`],
-/// so requests to the backend leave in batches under load); the connection is driven
+/// Dials `addr` and runs hyper's client `handshake` on the stream; the connection is driven
 /// by a task of its own, whose errors reach the requests in flight on it.
 pub(crate) async fn open<Tx, C, F>(
     addr: SocketAddr,
     connect_timeout: Duration,
-    handshake: impl FnOnce(DeferredWrite<TokioIo<tokio::net::TcpStream>>) -> F,
+    handshake: impl FnOnce(TokioIo<tokio::net::TcpStream>) -> F,
 ) -> Result<Tx, SendError>
 where
     F: Future<Output = Result<(Tx, C), hyper::Error>>,
@@ -263,7 +261,7 @@ where
     let stream = super::endpoint::dial(addr, connect_timeout)
         .await
         .map_err(SendError::Connect)?;
-    let (tx, conn) = handshake(DeferredWrite::new(TokioIo::new(stream)))
+    let (tx, conn) = handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Http)?;
     tokio::spawn(async move {
