@@ -6,13 +6,18 @@
 //! request is mostly that wake-up. Deferring the first write after a read to the back of the
 //! run queue lets the other ready connections run first, so their responses leave close
 //! together and a reader woken by the first finds the next ones waiting. Measured with
-//! `benches/ab.sh` (HTTP/1.1 and h2c, pinned as in `benches/load.sh`): about 7-9% less CPU per
-//! request, the system time falling by more than the extra poll of the connection costs in
-//! user time. When nothing else is ready the deferred write runs at the next poll, a few
-//! microseconds later.
+//! `benches/ab.sh` (HTTP/1.1, pinned as in `benches/load.sh`): about 10% less CPU per request,
+//! the system time falling by more than the extra poll of the connection costs in user time.
+//! When nothing else is ready the deferred write runs at the next poll, a few microseconds
+//! later.
 //!
 //! Only the first write after a read is deferred: a long response, or a tunnel carrying data
-//! one way, writes without waiting.
+//! one way, writes without waiting. Only HTTP/1 client connections defer. An HTTP/2
+//! connection already writes the responses of its ready streams together; with hundreds of
+//! stream tasks runnable, a connection sent to the back of the run queue after nearly every
+//! read waited long enough to double the h2c p99 in two of the three `benches/load.sh` runs
+//! made with it (110-122 ms, passthrough 59-67), and its CPU gain was within the noise of
+//! full runs. Backend connections were tried too, with the same h2c tail.
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use std::{
@@ -26,14 +31,18 @@ use std::{
 #[derive(Debug)]
 pub(crate) struct DeferredWrite<T> {
     inner: T,
+    /// Whether writes are deferred at all.
+    enabled: bool,
     /// A read completed since the last write was let through.
     armed: bool,
 }
 
 impl<T> DeferredWrite<T> {
-    pub(crate) fn new(inner: T) -> Self {
+    /// Defers the first write after each read when `enabled` (else passes everything through).
+    pub(crate) fn new(inner: T, enabled: bool) -> Self {
         Self {
             inner,
+            enabled,
             armed: false,
         }
     }
@@ -58,7 +67,7 @@ impl<T: Read + Unpin> Read for DeferredWrite<T> {
     ) -> Poll<io::Result<()>> {
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = read {
-            self.armed = true;
+            self.armed = self.enabled;
         }
         read
     }
@@ -135,7 +144,7 @@ mod tests {
     #[tokio::test]
     async fn the_first_write_after_a_read_waits_one_wake_up() {
         let (ours, theirs) = tokio::io::duplex(1024);
-        let mut io = DeferredWrite::new(TokioIo::new(ours));
+        let mut io = DeferredWrite::new(TokioIo::new(ours), true);
         let mut peer = TokioIo::new(theirs);
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
@@ -186,6 +195,26 @@ mod tests {
         assert_eq!(got, b"helloworld!");
     }
 
+    #[tokio::test]
+    async fn disabled_it_never_defers() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let mut io = DeferredWrite::new(TokioIo::new(ours), false);
+        let mut peer = TokioIo::new(theirs);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut peer).poll_write(&mut cx, b"request"),
+            Poll::Ready(Ok(7))
+        ));
+        assert_eq!(read_once(&mut io, &mut cx), 7);
+        assert!(matches!(
+            Pin::new(&mut io).poll_write(&mut cx, b"response"),
+            Poll::Ready(Ok(8))
+        ));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "no wake-up");
+    }
+
     proptest::proptest! {
         /// Bytes cross the wrapper unchanged in both directions, whatever the chunking and
         /// however reads and writes interleave.
@@ -198,7 +227,7 @@ mod tests {
             rt.block_on(async {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let (ours, mut theirs) = tokio::io::duplex(256);
-                let io = TokioIo::new(DeferredWrite::new(TokioIo::new(ours)));
+                let io = TokioIo::new(DeferredWrite::new(TokioIo::new(ours), true));
                 let (mut read_half, mut write_half) = tokio::io::split(io);
                 let sent: Vec<u8> = chunks.concat();
                 let replied: Vec<u8> = replies.concat();

@@ -102,9 +102,13 @@ pub async fn serve<S>(
                 return;
             }
             builder.http2().timer(TokioTimer::new());
-            // The first response write after each read waits one scheduler round, so
-            // responses of connections ready together leave together (see the module).
-            let io = crate::deferred_write::DeferredWrite::new(TokioIo::new(stream));
+            // On HTTP/1 connections the first response write after each read waits one
+            // scheduler round, so responses of connections ready together leave together
+            // (see the module).
+            let io = crate::deferred_write::DeferredWrite::new(
+                TokioIo::new(stream),
+                protocol != "http2",
+            );
             let conn = builder.serve_connection_with_upgrades(io, svc);
             if let Err(error) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
