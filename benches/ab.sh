@@ -9,8 +9,9 @@
 #
 # Each run: start the target pinned to core 0 (backend and wrk on core 1), warm up 1 s, then
 # `wrk -t1 -c64 -d4s` (with AB_PROTO=h2c: `h2load -c16 -m32 -n$AB_H2_REQUESTS`); prints the
-# target's user and system CPU microseconds per request (from
-# /proc/<pid>/stat). Loopback only (ports 18080/18082); every process is stopped by its PID.
+# target's user and system CPU microseconds per request (from /proc/<pid>/stat) and the run's
+# p99 latency in ms (wrk's, or from h2load's per-request log). Loopback only (ports
+# 18080/18082); every process is stopped by its PID.
 # Needs release builds of bench_backend and passthrough (benches/load.sh builds them) and wrk.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,19 +36,26 @@ for run in $(seq 1 "$RUNS"); do
                 >/dev/null 2>&1 || true
             read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
             n=$(taskset -c 1 timeout 60 h2load -c16 -m32 -n"$H2_REQUESTS" \
-                http://127.0.0.1:18082/ 2>&1 | awk '/^requests:/{print $8}')
+                --log-file="$TMP/h2load.log" http://127.0.0.1:18082/ 2>&1 |
+                awk '/^requests:/{print $8}')
+            p99=$(cut -f3 "$TMP/h2load.log" | sort -n |
+                awk '{ a[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", a[i] / 1000 }')
         else
             taskset -c 1 timeout 30 wrk -t1 -c64 -d1s http://127.0.0.1:18082/ >/dev/null 2>&1 || true
             read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-            n=$(taskset -c 1 timeout 60 wrk -t1 -c64 -d4s http://127.0.0.1:18082/ 2>&1 |
-                awk '/requests in/{print $1}')
+            out=$(taskset -c 1 timeout 60 wrk -t1 -c64 -d4s --latency http://127.0.0.1:18082/ 2>&1)
+            n=$(awk '/requests in/{print $1}' <<<"$out")
+            p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
+                else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
+                printf "%.3f", v }' <<<"$out")
         fi
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
         kill "$pid"
         wait "$pid" 2>/dev/null || true
         awk -v r="$run" -v t="$target" -v n="${n:-0}" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$TICK" \
+            -v p99="${p99:-?}" \
             'BEGIN { if (n == 0) { printf "run %s %s: no requests\n", r, t; exit }
-                     printf "run %s %s: requests=%d user_us/req=%.2f sys_us/req=%.2f\n",
-                            r, t, n, u * 1e6 / hz / n, s * 1e6 / hz / n }'
+                     printf "run %s %s: requests=%d user_us/req=%.2f sys_us/req=%.2f p99_ms=%s\n",
+                            r, t, n, u * 1e6 / hz / n, s * 1e6 / hz / n, p99 }'
     done
 done
