@@ -489,6 +489,17 @@ for proto in ("h1", "h2"):
         if p99_target:
             line += f" (target <= {p99_target}: {'meets' if p99_ratio <= p99_target else 'MISSES'})"
         print(line)
+        # The same ratio run by run (each proxy run against the base's run of the same round,
+        # both saturated): on a noisy machine its median and spread show how far the
+        # ratio of medians above can be trusted.
+        by_run = {}
+        for r in prs:
+            if r["ok"] and r["target"] in ("proxy", base):
+                by_run.setdefault(r["run"], {})[r["target"]] = r["cpu100k"]
+        paired = [v["proxy"] / v[base] for _, v in sorted(by_run.items()) if len(v) == 2]
+        if paired:
+            print(f"  - run by run: CPU per request " + " / ".join(f"x{x:.2f}" for x in paired)
+                  + f" (median x{med(paired):.2f})")
     print("\n(*) at least one side had no run with its process >= 90% of a core busy: the ratio uses all runs.\n")
 EOF
 }
