@@ -68,7 +68,10 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Resu
         _ if req.version() == Version::HTTP_11 => return Err("missing host"),
         _ => return Ok(()),
     };
-    let authority = match Authority::try_from(host.as_bytes()) {
+    // The authority shares the header's bytes (a reference count, no copy), so the clones a
+    // retry or a mirror takes later are reference counts too: a copied authority is a
+    // plain vector, which its first clone turns into a shared one with an allocation.
+    let authority = match Authority::from_maybe_shared(bytes::Bytes::from_owner(host.clone())) {
         Ok(a) if !a.as_str().contains('@') => a,
         _ => return Err("invalid host"),
     };
@@ -261,6 +264,30 @@ mod tests {
             "HTTP/2 is always absolute: not marked"
         );
         assert_eq!(r.headers()["host"], "ex.com", "HTTP/2 gets a Host too");
+    }
+
+    #[test]
+    fn an_origin_form_authority_shares_the_host_header_bytes() {
+        let mut r = req("GET", "/a", Version::HTTP_11, &[]);
+        r.headers_mut().insert(
+            header::HOST,
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_static(b"ex.com:8080")).unwrap(),
+        );
+        normalize(&mut r, false).unwrap();
+        let host = r.headers()[header::HOST].as_bytes().as_ptr();
+        let authority = r.uri().authority().expect("authority set");
+        assert_eq!(authority.as_str(), "ex.com:8080");
+        assert_eq!(
+            authority.as_str().as_ptr(),
+            host,
+            "no copy of the header's bytes"
+        );
+        let copy = r.uri().clone();
+        assert_eq!(
+            copy.authority().unwrap().as_str().as_ptr(),
+            host,
+            "clones share too"
+        );
     }
 
     #[test]
