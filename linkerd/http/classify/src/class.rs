@@ -34,6 +34,19 @@ pub trait Classify {
 
     /// Returns the classifier for `req`.
     fn classify<B>(&self, req: &Request<B>) -> Self::ClassifyResponse;
+
+    /// Returns the classifier for `req`, whose [`Protocol::of`] the caller has worked out
+    /// already (the classify layer has). The default ignores `protocol` and calls
+    /// [`classify`](Self::classify); a classifier that goes by the protocol can skip
+    /// working it out again.
+    fn classify_with_protocol<B>(
+        &self,
+        req: &Request<B>,
+        protocol: Protocol,
+    ) -> Self::ClassifyResponse {
+        let _ = protocol;
+        self.classify(req)
+    }
 }
 
 /// Classifies a response at its headers (or an error in place of a response).
@@ -359,6 +372,10 @@ impl Classify for DefaultClassify {
 
     fn classify<B>(&self, req: &Request<B>) -> ResponseClassifier {
         self.classify_protocol(Protocol::of(req))
+    }
+
+    fn classify_with_protocol<B>(&self, _: &Request<B>, protocol: Protocol) -> ResponseClassifier {
+        self.classify_protocol(protocol)
     }
 }
 

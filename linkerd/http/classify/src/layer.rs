@@ -103,7 +103,7 @@ where
     #[inline(always)]
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let protocol = Protocol::of(&req);
-        let classify = self.classify.classify(&req);
+        let classify = self.classify.classify_with_protocol(&req, protocol);
         req.extensions_mut().insert(protocol);
         req.extensions_mut().insert(classify.clone());
         ResponseFuture {

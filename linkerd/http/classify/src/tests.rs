@@ -13,6 +13,27 @@ fn grpc_request() -> Request<()> {
 }
 
 #[test]
+fn the_default_classifier_goes_by_the_protocol_it_is_given() {
+    let c = DefaultClassify::default();
+    // Same answers as `classify` for the request's own protocol...
+    for req in [grpc_request(), Request::new(())] {
+        assert_eq!(
+            c.classify_with_protocol(&req, Protocol::of(&req)),
+            c.classify(&req)
+        );
+    }
+    // ...and the protocol given wins: it is not worked out again from the headers.
+    assert_eq!(
+        c.classify_with_protocol(&grpc_request(), Protocol::Http2),
+        c.classify_protocol(Protocol::Http2)
+    );
+    assert_eq!(
+        c.classify_with_protocol(&Request::new(()), Protocol::Grpc),
+        c.classify_protocol(Protocol::Grpc)
+    );
+}
+
+#[test]
 fn detects_protocol() {
     assert_eq!(Protocol::of(&grpc_request()), Protocol::Grpc);
     let h2 = Request::builder()
