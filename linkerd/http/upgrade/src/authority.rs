@@ -100,10 +100,30 @@ fn set_host<B>(req: &mut Request<B>, authority: &Authority) -> Result<(), Why> {
         matches!((hosts.next(), hosts.next()), (Some(h), None) if h.as_bytes() == host.as_bytes())
     };
     if !same {
-        let value = HeaderValue::from_str(host).map_err(|_| "invalid authority")?;
-        req.headers_mut().insert(header::HOST, value);
+        let value = if host.len() == authority.as_str().len() {
+            // No userinfo: the header shares the authority's bytes (see `SharedAuthority`).
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(SharedAuthority(
+                authority.clone(),
+            )))
+        } else {
+            HeaderValue::from_str(host)
+        };
+        req.headers_mut()
+            .insert(header::HOST, value.map_err(|_| "invalid authority")?);
     }
     Ok(())
+}
+
+/// An authority as the bytes of a `Host` value. Cloning an `Authority` is a reference count,
+/// so the header built over it shares the URI's bytes, and so do its clones (the retry
+/// layer takes one per retryable request); a copied value is a plain vector, which its
+/// first clone turns into a shared buffer with an allocation.
+struct SharedAuthority(Authority);
+
+impl AsRef<[u8]> for SharedAuthority {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_str().as_bytes()
+    }
 }
 
 fn is_http1(version: Version) -> bool {
@@ -288,6 +308,30 @@ mod tests {
             host,
             "clones share too"
         );
+    }
+
+    #[test]
+    fn an_http2_host_header_shares_the_authority_bytes() {
+        let mut r = req("GET", "http://ex.com:8080/a", Version::HTTP_2, &[]);
+        normalize(&mut r, false).unwrap();
+        let authority = r.uri().authority().unwrap().as_str().as_ptr();
+        let host = &r.headers()[header::HOST];
+        assert_eq!(host, "ex.com:8080");
+        assert_eq!(
+            host.as_bytes().as_ptr(),
+            authority,
+            "no copy of the authority"
+        );
+        let copy = r.headers().clone();
+        assert_eq!(
+            copy[header::HOST].as_bytes().as_ptr(),
+            authority,
+            "clones share too"
+        );
+        // With userinfo the host is part of the authority: still right, copied.
+        let mut r = req("GET", "http://u@ex.com/a", Version::HTTP_2, &[]);
+        normalize(&mut r, false).unwrap();
+        assert_eq!(r.headers()[header::HOST], "ex.com");
     }
 
     #[test]
