@@ -61,6 +61,15 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in {path}"))
 }
 
+/// How many of `pid`'s TCP sockets are connected to port `peer_port` (on any address).
+pub fn connections_to(pid: u32, peer_port: u16) -> usize {
+    let suffix = format!(" -> {peer_port} ");
+    describe_fds(pid)
+        .iter()
+        .filter(|d| d.contains(&suffix))
+        .count()
+}
+
 /// The number of open file descriptors of `pid`.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -74,6 +83,9 @@ pub struct Resources {
     pid: u32,
     rss_kib: u64,
     fds: usize,
+    /// Connections to this backend port are pool state, not counted in `fds`, but bounded
+    /// by the second number.
+    pool: Option<(u16, usize)>,
 }
 
 impl Resources {
@@ -83,7 +95,30 @@ impl Resources {
             pid,
             rss_kib: status_kib(pid, "VmRSS:"),
             fds: fd_count(pid),
+            pool: None,
         }
+    }
+
+    /// Records the baseline now, leaving out the proxy's connections to the backend on
+    /// `backend_port`: idle pooled connections stay open for the pool's idle timeout, and
+    /// how many there are depends on the traffic's peak concurrency, not on a leak. They
+    /// are checked against `max_pooled` instead.
+    pub fn baseline_with_pool(pid: u32, backend_port: u16, max_pooled: usize) -> Self {
+        let pooled = connections_to(pid, backend_port);
+        Self {
+            pid,
+            rss_kib: status_kib(pid, "VmRSS:"),
+            fds: fd_count(pid) - pooled,
+            pool: Some((backend_port, max_pooled)),
+        }
+    }
+
+    /// Open file descriptors now, less pooled backend connections when there is a pool.
+    fn fds_now(&self) -> usize {
+        let pooled = self
+            .pool
+            .map_or(0, |(port, _)| connections_to(self.pid, port));
+        fd_count(self.pid).saturating_sub(pooled)
     }
 
     /// The baseline's open file descriptors.
@@ -109,13 +144,22 @@ impl Resources {
             "{what}: the proxy's peak RSS grew by {growth} KiB (limit {RSS_GROWTH_LIMIT_KIB})"
         );
         let rounds = settle.as_millis() / 50 + 1;
-        let mut now = fd_count(self.pid);
+        let mut now = self.fds_now();
         for _ in 0..rounds {
             if now <= self.fds + FD_SLACK {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            now = fd_count(self.pid);
+            now = self.fds_now();
+        }
+        if let Some((port, max)) = self.pool {
+            let pooled = connections_to(self.pid, port);
+            assert!(
+                pooled <= max,
+                "{what}: the proxy holds {pooled} connections to its backend (at most {max} \
+                 expected): {:#?}",
+                describe_fds(self.pid)
+            );
         }
         assert!(
             now <= self.fds + FD_SLACK,
