@@ -498,7 +498,7 @@ for proto in ("h1", "h2"):
                 by_run.setdefault(r["run"], {})[r["target"]] = r["cpu100k"]
         paired = [v["proxy"] / v[base] for _, v in sorted(by_run.items()) if len(v) == 2]
         if paired:
-            print(f"  - run by run: CPU per request " + " / ".join(f"x{x:.2f}" for x in paired)
+            print("  - run by run: CPU per request " + " / ".join(f"x{x:.2f}" for x in paired)
                   + f" (median x{med(paired):.2f})")
     print("\n(*) at least one side had no run with its process >= 90% of a core busy: the ratio uses all runs.\n")
 EOF

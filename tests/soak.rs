@@ -333,9 +333,11 @@ async fn soak_mixed_traffic_with_faults() {
     }
     warm.join_all().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Pooled HTTP/1.1 connections to the backend stay open while idle (bounded by the
-    // traffic's concurrency: CLIENTS requests at a time, each with at most one retry in
-    // flight, plus the one shared HTTP/2 connection); everything else must come back.
+    // Pooled HTTP/1.1 connections to the backend stay open while idle. At most CLIENTS
+    // requests are in flight at once (a retry follows its first attempt), so the pool needs
+    // at most CLIENTS of them, plus the one shared HTTP/2 connection; the bound leaves as
+    // many again for connections still closing after injected faults. Every other
+    // descriptor must come back.
     let baseline = Resources::baseline_with_pool(proxy.pid(), a.port(), 2 * CLIENTS + 1);
     *tally.lock().expect("tally lock") = Tally::default();
     *seen.lock().expect("seen lock") = Seen::default();
