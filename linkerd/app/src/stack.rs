@@ -69,7 +69,13 @@ where
 /// A service shared behind an `Arc`: cloning it (the router does, per request) is a
 /// reference-count increment, where a boxed clonable service would allocate a copy of the
 /// whole stack. Each call runs on a clone of the inner service (its layers are
-/// reference-counted handles), and its future is the inner service's own, not boxed.
+/// reference-counted handles).
+///
+/// Its future is boxed: a rule's future is about 800 bytes, and every edge layer above the
+/// router would otherwise carry it inline and move it when building its own future (and
+/// hyper's HTTP/2 server once more into each stream's task). One allocation per request
+/// against about 3.5 KB fewer bytes copied per HTTP/1.1 request; callgrind counts 0.2k fewer
+/// instructions per HTTP/1.1 request and 1.4k fewer per h2c one.
 pub(crate) struct SharedService<S>(Arc<S>);
 
 impl<S> SharedService<S> {
@@ -96,7 +102,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>;
+    type Future = Pin<Box<futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         // Each call drives its own clone to readiness.
@@ -105,7 +111,7 @@ where
 
     #[inline(always)]
     fn call(&mut self, req: R) -> Self::Future {
-        call_now(&mut (*self.0).clone(), req)
+        Box::pin(call_now(&mut (*self.0).clone(), req))
     }
 }
 
