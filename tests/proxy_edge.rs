@@ -498,6 +498,55 @@ async fn error_request_timeout() {
     .await;
 }
 
+/// With a retry block, the retry layer's timer cuts the attempt at the request deadline
+/// (the stream-timeouts layer arms none until the headers): the client still gets the
+/// request timeout, whether the rule has no per-try timeout or one that ends later.
+#[tokio::test]
+async fn error_request_timeout_with_retries() {
+    for timeouts in [
+        "{ request: 200ms }",
+        "{ request: 200ms, backendRequest: 10s }",
+    ] {
+        let backend = TestServer::backend().await.unwrap();
+        let proxy = Proxy::start(
+            &config(
+                "http1",
+                backend.addr(),
+                &format!(
+                    "      - matches: [{{ path: {{ type: PathPrefix, value: /slow }} }}]
+        timeouts: {timeouts}
+        retry: {{ codes: [503], attempts: 2, backoff: 10ms }}
+        backendRefs: [{{ name: b }}]
+"
+                ),
+            ),
+            &[],
+        );
+        let started = tokio::time::Instant::now();
+        check_row(
+            &proxy,
+            &Row {
+                path: "/slow",
+                headers: &[("x-test-delay-ms", "5000")],
+                http_status: 504,
+                grpc: Some((4, "DEADLINE_EXCEEDED")),
+                proxy_error: "request timeout",
+                label: "REQUEST_TIMEOUT",
+            },
+        )
+        .await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "{timeouts}: answered at the deadline, not after the backend's delay"
+        );
+        assert_eq!(
+            backend.request_count(),
+            2,
+            "{timeouts}: one attempt per request, none retried past the deadline"
+        );
+    }
+}
+
 #[tokio::test]
 async fn error_backend_request_timeout() {
     let backend = TestServer::backend().await.unwrap();

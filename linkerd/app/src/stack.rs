@@ -343,6 +343,13 @@ fn rule_stack(
         }),
         _ => Either::Right(split),
     };
+    // The retry layer cuts an attempt at the request's `Deadline` (per-try timers end there
+    // too), so the stream-timeouts layer needs no timer of its own until the headers: one
+    // timer per request instead of two.
+    let mut stream_layer = StreamTimeoutsLayer::new(stream);
+    if retry.is_some() {
+        stream_layer = stream_layer.inner_enforces_deadline();
+    }
     let retried = match retry {
         // Both branches answer with a `PeekTrailersBody` over the backend's body (a
         // pass-through one without retries), so no body box is needed to unify them.
@@ -368,7 +375,7 @@ fn rule_stack(
             rsp
         })
         .layer(families.route_layer(route_name))
-        .layer(StreamTimeoutsLayer::new(stream))
+        .layer(stream_layer)
         .service(retried);
     SharedService::new(Either::Left(svc))
 }

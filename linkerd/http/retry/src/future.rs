@@ -1,6 +1,6 @@
 use crate::{
-    Attempt, PeekTrailers, PeekTrailersBody, PerTryTimeout, Policy, ReplayBody, RetryError,
-    RetryOutcome, RetryStop, policy::Decision,
+    Attempt, DeadlineExceeded, PeekTrailers, PeekTrailersBody, PerTryTimeout, Policy, ReplayBody,
+    RetryError, RetryOutcome, RetryStop, policy::Decision,
 };
 use http::{HeaderValue, Request, Response, Version, request, response};
 use http_body::Body;
@@ -25,7 +25,8 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future, RspB>,
-        // The per-try timeout while an attempt runs; the backoff between attempts.
+        // While an attempt runs: its per-try timeout or the request's deadline, whichever
+        // comes first; the backoff between attempts.
         // Boxed: a timer is 112 bytes, and every layer above moves this future.
         timer: Option<Pin<Box<Sleep>>>,
         // `None` for requests without a policy.
@@ -74,10 +75,11 @@ where
     S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
     RspB: Body,
 {
-    pub(crate) fn passthrough(future: S::Future) -> Self {
+    /// A request without a policy: one attempt, cut at the request's `deadline` if any.
+    pub(crate) fn passthrough(future: S::Future, deadline: Option<Instant>) -> Self {
         Self {
             state: State::Called { future },
-            timer: None,
+            timer: attempt_timer(None, deadline),
             retry: None,
             last: None,
         }
@@ -116,9 +118,7 @@ where
             None
         };
         parts.extensions.insert(Attempt(1));
-        let timer = policy
-            .per_try_timeout()
-            .map(|d| Box::pin(tokio::time::sleep(d)));
+        let timer = attempt_timer(policy.per_try_timeout(), deadline);
         let future = service.call(Request::from_parts(parts, body));
         Self {
             state: State::Called { future },
@@ -158,12 +158,23 @@ where
                         Poll::Pending => match this.timer.as_mut() {
                             Some(timer) => {
                                 ready!(timer.as_mut().poll(cx));
-                                let timeout = this
-                                    .retry
-                                    .as_ref()
-                                    .and_then(|r| r.policy.per_try_timeout())
-                                    .unwrap_or_default();
-                                Err(Box::new(PerTryTimeout::new(timeout)) as BoxError)
+                                match this.retry.as_ref() {
+                                    Some(retry) if !retry.deadline_fired(timer) => {
+                                        let timeout =
+                                            retry.policy.per_try_timeout().unwrap_or_default();
+                                        Err(Box::new(PerTryTimeout::new(timeout)) as BoxError)
+                                    }
+                                    // The deadline (the only timer without a policy).
+                                    retry => {
+                                        *this.timer = None;
+                                        this.state.set(State::Done);
+                                        let error: BoxError = Box::new(DeadlineExceeded::new());
+                                        return Poll::Ready(match retry {
+                                            Some(retry) => finish(Some(retry), Err(error), None),
+                                            None => Err(error),
+                                        });
+                                    }
+                                }
                             }
                             None => return Poll::Pending,
                         },
@@ -204,12 +215,19 @@ where
                     let body = match Pin::new(peek).poll(cx) {
                         Poll::Ready(body) => body,
                         Poll::Pending => {
-                            // The per-try timeout also bounds the wait for the first frame.
+                            // The per-try timeout (and the deadline) also bound the wait for
+                            // the first frame.
                             let Some(timer) = this.timer.as_mut() else {
                                 return Poll::Pending;
                             };
                             ready!(timer.as_mut().poll(cx));
+                            let deadline_fired = retry.deadline_fired(timer);
                             *this.timer = None;
+                            if deadline_fired {
+                                this.state.set(State::Done);
+                                let error: BoxError = Box::new(DeadlineExceeded::new());
+                                return Poll::Ready(finish(this.retry.as_ref(), Err(error), None));
+                            }
                             let timeout = retry.policy.per_try_timeout().unwrap_or_default();
                             let error: BoxError = Box::new(PerTryTimeout::new(timeout));
                             let decision = retry.policy.classify_error(&*error);
@@ -252,9 +270,8 @@ where
                     match retry.next_attempt(cx) {
                         Ok(future) => {
                             drop(last);
-                            if let Some(t) = retry.policy.per_try_timeout() {
-                                *this.timer = Some(Box::pin(tokio::time::sleep(t)));
-                            }
+                            *this.timer =
+                                attempt_timer(retry.policy.per_try_timeout(), retry.deadline);
                             this.state.set(State::Called { future });
                             continue;
                         }
@@ -307,6 +324,20 @@ where
     }
 }
 
+/// The timer of an attempt: its per-try timeout or the request's deadline, whichever ends
+/// first (none without either). While an attempt waits for its response, the deadline is
+/// enforced here, so a lifetime timer above need not wait alongside (see
+/// [`DeadlineExceeded`]).
+fn attempt_timer(per_try: Option<Duration>, deadline: Option<Instant>) -> Option<Pin<Box<Sleep>>> {
+    // A per-try timeout too long to represent never fires.
+    let per_try_end = per_try.and_then(|d| Instant::now().checked_add(d));
+    let at = match (per_try_end, deadline) {
+        (Some(end), Some(deadline)) => end.min(deadline),
+        (end, deadline) => end.or(deadline)?,
+    };
+    Some(Box::pin(tokio::time::sleep_until(at)))
+}
+
 /// Records the outcome on the response, or wraps the error with it.
 fn finish<S, P, B, T>(
     retry: Option<&Retrying<S, P, B>>,
@@ -330,6 +361,12 @@ impl<S, P, B> Retrying<S, P, B>
 where
     P: Policy,
 {
+    /// Whether `timer`, which fired, was set for the request's deadline (not a per-try
+    /// timeout that ends earlier).
+    fn deadline_fired(&self, timer: &Pin<Box<Sleep>>) -> bool {
+        self.deadline.is_some_and(|d| timer.deadline() >= d)
+    }
+
     fn wants_peek<RspB: Body>(&self, rsp: &Response<RspB>) -> bool {
         self.peek
             && rsp.version() == Version::HTTP_2

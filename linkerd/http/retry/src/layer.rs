@@ -1,7 +1,7 @@
 use crate::{PeekTrailersBody, Policy, ReplayBody, ResponseFuture, RetryPolicy};
 use http::{Request, Response};
 use http_body::Body;
-use linkerd_http_classify::BoxError;
+use linkerd_http_classify::{BoxError, Deadline};
 use std::{
     fmt,
     marker::PhantomData,
@@ -167,8 +167,9 @@ where
             None => self.default.clone(),
         };
         let Some(policy) = policy else {
+            let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
             let future = self.inner.call(req.map(ReplayBody::passthrough));
-            return ResponseFuture::passthrough(future);
+            return ResponseFuture::passthrough(future, deadline);
         };
         // The ready service serves the first attempt and stays with the future for retries.
         let clone = self.inner.clone();

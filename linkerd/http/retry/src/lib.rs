@@ -87,8 +87,12 @@
 //! A [`Deadline`](linkerd_http_classify::Deadline) in the request extensions (written by
 //! `linkerd-http-stream-timeouts`) bounds all attempts and backoff: a retry whose backoff
 //! would end at or past the deadline does not start, and no backoff sleeps past it
-//! ([`RetryStop::DeadlinePassed`]). Cutting the attempt in flight at the deadline is the
-//! stream-timeouts layer's job.
+//! ([`RetryStop::DeadlinePassed`]). An attempt still waiting for its response when the
+//! deadline passes is cancelled and the request fails with [`DeadlineExceeded`] (504
+//! `request timeout`, not retried): each attempt's timer ends at its per-try timeout or the
+//! deadline, whichever comes first, so the stream-timeouts layer above need not run a timer of
+//! its own until the response headers
+//! (`StreamTimeoutsLayer::inner_enforces_deadline`).
 //!
 //! # Extensions
 //!
@@ -153,7 +157,7 @@ mod replay;
 pub use budget::{Budget, InvalidBudget};
 pub use future::ResponseFuture;
 pub use layer::{Retry, RetryLayer};
-pub use outcome::{Attempt, PerTryTimeout, RetryError, RetryOutcome, RetryStop};
+pub use outcome::{Attempt, DeadlineExceeded, PerTryTimeout, RetryError, RetryOutcome, RetryStop};
 pub use peek::{PeekTrailers, PeekTrailersBody};
 pub use policy::{
     DEFAULT_MAX_REQUEST_BYTES, Decision, GrpcCodes, Policy, RetryPolicy, is_retryable_error,

@@ -65,6 +65,18 @@ pub struct PerTryTimeout {
     error: ProxyError,
 }
 
+/// The request's [`Deadline`](linkerd_http_classify::Deadline) passed while an attempt was
+/// still waiting for its response (or, for a peeked gRPC response, its first body frame).
+///
+/// Not retried. Its `source()` is [`ProxyError::request_timeout`] carrying
+/// `h2::Reason::CANCEL`: the client gets the 504 `request timeout` that a request-lifetime
+/// timer above the retry layer (`linkerd-http-stream-timeouts`) would have produced at the
+/// same instant, which lets that layer leave the wait for the headers to this one's timer.
+#[derive(Debug)]
+pub struct DeadlineExceeded {
+    error: ProxyError,
+}
+
 // === impl RetryStop ===
 
 impl RetryStop {
@@ -182,3 +194,32 @@ impl Error for PerTryTimeout {
 }
 
 impl IsTimeout for PerTryTimeout {}
+
+// === impl DeadlineExceeded ===
+
+impl DeadlineExceeded {
+    pub(crate) fn new() -> Self {
+        Self {
+            error: ProxyError::request_timeout().with_source(h2::Error::from(h2::Reason::CANCEL)),
+        }
+    }
+
+    /// Whether `err`'s `source()` chain holds a `DeadlineExceeded`.
+    pub fn is_in(err: &(dyn Error + 'static)) -> bool {
+        chain(err).any(|e| e.is::<Self>())
+    }
+}
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request's deadline passed before its response")
+    }
+}
+
+impl Error for DeadlineExceeded {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl IsTimeout for DeadlineExceeded {}

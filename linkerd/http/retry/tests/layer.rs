@@ -492,6 +492,125 @@ async fn deadline_stops_retries() {
     );
 }
 
+/// A service whose attempts never answer (within the tests' minutes).
+fn hanging() -> (impl Inner, Log) {
+    scripted(|_| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            status(200).await
+        })
+    })
+}
+
+/// Asserts that `err` is the deadline's 504 `request timeout` after `attempts` attempts.
+fn assert_deadline_error(err: &BoxError, attempts: u32) {
+    assert!(
+        linkerd_http_retry::DeadlineExceeded::is_in(&**err),
+        "the deadline's error: {err}"
+    );
+    assert_eq!(
+        to_proxy_error(&**err).kind(),
+        ProxyErrorKind::RequestTimeout,
+        "maps to 504 request timeout: {err}"
+    );
+    assert!(is_timeout(&**err), "a timeout");
+    assert_eq!(
+        linkerd_http_classify::find_h2_reason(&**err),
+        Some(h2::Reason::CANCEL),
+        "HTTP/2 clients get CANCEL"
+    );
+    assert_eq!(
+        RetryOutcome::from_error(&**err),
+        Some(RetryOutcome {
+            attempts,
+            stopped: None
+        }),
+        "not retried past the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_cuts_the_attempt_in_flight() {
+    let (svc, seen) = hanging();
+    let start = Instant::now();
+    let mut req = request(MockBody::new(), Some(policy(&[503], 3)));
+    req.extensions_mut()
+        .insert(Deadline(start + Duration::from_secs(1)));
+    let err = Retry::new(svc)
+        .oneshot(req)
+        .await
+        .expect_err("the attempt outlives the deadline");
+    assert_eq!(
+        Instant::now() - start,
+        Duration::from_secs(1),
+        "failed at the deadline, without a per-try timeout"
+    );
+    assert_deadline_error(&err, 1);
+    assert_eq!(seen.lock().unwrap().len(), 1, "no retry after the deadline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_policy_the_deadline_still_cuts_the_request() {
+    let (svc, seen) = hanging();
+    let start = Instant::now();
+    let mut req = request(MockBody::new(), None);
+    req.extensions_mut()
+        .insert(Deadline(start + Duration::from_secs(1)));
+    let err = Retry::new(svc)
+        .oneshot(req)
+        .await
+        .expect_err("the request outlives the deadline");
+    assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    assert!(linkerd_http_retry::DeadlineExceeded::is_in(&*err), "{err}");
+    assert_eq!(to_proxy_error(&*err).kind(), ProxyErrorKind::RequestTimeout);
+    assert_eq!(
+        RetryOutcome::from_error(&*err),
+        None,
+        "no outcome without a policy"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeout_ends_at_the_deadline() {
+    let (svc, seen) = hanging();
+    let mut p = policy(&[], 3);
+    p.per_try_timeout = Some(Duration::from_secs(10));
+    let start = Instant::now();
+    let mut req = request(MockBody::new(), Some(p));
+    req.extensions_mut()
+        .insert(Deadline(start + Duration::from_secs(2)));
+    let err = Retry::new(svc)
+        .oneshot(req)
+        .await
+        .expect_err("the attempt outlives the deadline");
+    assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    assert_deadline_error(&err, 1);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_in_flight_is_cut_at_the_deadline() {
+    let (svc, seen) = hanging();
+    let mut p = policy(&[], 3);
+    p.per_try_timeout = Some(Duration::from_secs(1));
+    p.backoff =
+        ExponentialBackoff::try_new(Duration::from_millis(100), Duration::from_secs(1), 0.0)
+            .unwrap();
+    let start = Instant::now();
+    let mut req = request(MockBody::new(), Some(p));
+    req.extensions_mut()
+        .insert(Deadline(start + Duration::from_millis(1500)));
+    let err = Retry::new(svc)
+        .oneshot(req)
+        .await
+        .expect_err("the retry outlives the deadline");
+    // Attempt 1 times out at 1 s, attempt 2 starts at 1.1 s and is cut at 1.5 s.
+    assert_eq!(Instant::now() - start, Duration::from_millis(1500));
+    assert_deadline_error(&err, 2);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn budget_exhaustion() {
     let (svc, seen) = scripted(|_| status(503));

@@ -64,7 +64,9 @@
 //!   timeouts for that request.
 //! - Writes [`linkerd_http_classify::Deadline`] on the request when a lifetime applies: the
 //!   call time plus the lifetime, or an earlier `Deadline` already present. The retry layer
-//!   starts no attempt after it.
+//!   starts no attempt after it, and cuts an attempt still waiting at it; over such an inner
+//!   layer, [`StreamTimeoutsLayer::inner_enforces_deadline`] saves this layer's timer until
+//!   the response headers (one timer per request instead of two).
 //!
 //! # Errors
 //! Each expiry has its own public error type, boxed ([`BoxError`](linkerd_http_classify::BoxError)):

@@ -21,6 +21,7 @@ const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeo
 #[derive(Clone, Debug, Default)]
 pub struct StreamTimeoutsLayer {
     timeouts: StreamTimeouts,
+    inner_enforces_deadline: bool,
 }
 
 /// The service built by [`StreamTimeoutsLayer`].
@@ -31,6 +32,7 @@ pub struct StreamTimeoutsLayer {
 pub struct StreamTimeoutsService<S> {
     inner: S,
     timeouts: StreamTimeouts,
+    inner_enforces_deadline: bool,
 }
 
 pin_project! {
@@ -42,6 +44,9 @@ pin_project! {
         inner: F,
         sleep: Option<Pin<Box<Sleep>>>,
         deadlines: Option<Deadlines>,
+        // Until the headers, the inner service fails the request at its deadline: no timer
+        // here, and an inner error at or after the deadline is the lifetime's.
+        inner_deadline: bool,
     }
 }
 
@@ -50,7 +55,26 @@ pin_project! {
 impl StreamTimeoutsLayer {
     /// A layer applying `timeouts` to requests that carry no [`StreamTimeouts`] extension.
     pub const fn new(timeouts: StreamTimeouts) -> Self {
-        Self { timeouts }
+        Self {
+            timeouts,
+            inner_enforces_deadline: false,
+        }
+    }
+
+    /// Declares that the wrapped service fails a request at its
+    /// [`Deadline`](linkerd_http_classify::Deadline) while it waits for the response headers,
+    /// as `linkerd-http-retry`'s layer does (its `DeadlineExceeded`): the response future of
+    /// a request whose only timeout is the [`lifetime`](StreamTimeouts::lifetime) then arms
+    /// no timer, so one timer per request serves both layers. An error of the inner service
+    /// at or after the deadline is reported as [`LifetimeTimeout`](crate::LifetimeTimeout),
+    /// and the response body still enforces the lifetime after the headers.
+    ///
+    /// Only for an inner service that keeps that promise: otherwise a request whose
+    /// response never comes is never timed out until the headers.
+    #[must_use]
+    pub const fn inner_enforces_deadline(mut self) -> Self {
+        self.inner_enforces_deadline = true;
+        self
     }
 
     /// The default timeouts of this layer.
@@ -63,7 +87,11 @@ impl<S> Layer<S> for StreamTimeoutsLayer {
     type Service = StreamTimeoutsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        StreamTimeoutsService::new(inner, self.timeouts)
+        StreamTimeoutsService {
+            inner,
+            timeouts: self.timeouts,
+            inner_enforces_deadline: self.inner_enforces_deadline,
+        }
     }
 }
 
@@ -72,7 +100,11 @@ impl<S> Layer<S> for StreamTimeoutsLayer {
 impl<S> StreamTimeoutsService<S> {
     /// Wraps `inner`, applying `timeouts` to requests without a [`StreamTimeouts`] extension.
     pub const fn new(inner: S, timeouts: StreamTimeouts) -> Self {
-        Self { inner, timeouts }
+        Self {
+            inner,
+            timeouts,
+            inner_enforces_deadline: false,
+        }
     }
 
     /// A shortcut for [`StreamTimeoutsLayer::new`].
@@ -138,11 +170,14 @@ where
             Deadlines::new(&timeouts, lifetime, now, req.body().is_end_stream())
         };
         let shared = deadlines.as_ref().and_then(|d| d.shared().cloned());
+        // Other timeouts than the lifetime need this layer's timer before the headers.
+        let inner_deadline = self.inner_enforces_deadline && shared.is_none();
         let req = req.map(|body| RequestBody::new(body, shared));
         ResponseFuture {
             inner: self.inner.call(req),
             sleep: None,
             deadlines,
+            inner_deadline,
         }
     }
 }
@@ -162,7 +197,17 @@ where
         let this = self.project();
         // A response that is ready wins over a timer that fires in the same turn.
         if let Poll::Ready(res) = this.inner.poll(cx) {
-            let rsp = res.map_err(Into::into)?;
+            let rsp = match res {
+                Ok(rsp) => rsp,
+                Err(error) if *this.inner_deadline => {
+                    let expired = this.deadlines.as_ref().and_then(Deadlines::lifetime_passed);
+                    return Poll::Ready(Err(match expired {
+                        Some(expired) => expired.into_error(),
+                        None => error.into(),
+                    }));
+                }
+                Err(error) => return Poll::Ready(Err(error.into())),
+            };
             let deadlines = this.deadlines.take();
             if let Some(deadlines) = &deadlines {
                 deadlines.response_frame();
@@ -171,7 +216,7 @@ where
             let sleep = this.sleep.take();
             return Poll::Ready(Ok(rsp.map(|body| ResponseBody::new(body, deadlines, sleep))));
         }
-        if let Some(deadlines) = this.deadlines.as_ref()
+        if let Some(deadlines) = this.deadlines.as_ref().filter(|_| !*this.inner_deadline)
             && let Poll::Ready(expired) = deadlines.poll_expired(this.sleep, cx, false)
         {
             return Poll::Ready(Err(expired.into_error()));

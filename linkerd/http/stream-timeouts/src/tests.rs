@@ -291,6 +291,110 @@ async fn lifetime_covers_a_slow_request_body() {
     assert_timeout::<LifetimeTimeout>(&err, secs(3), "REQUEST_TIMEOUT");
 }
 
+/// Like [`call`], with [`StreamTimeoutsLayer::inner_enforces_deadline`].
+async fn call_enforced<F, Fut>(
+    timeouts: StreamTimeouts,
+    req: Request<MockBody>,
+    handler: F,
+) -> Result<Response<ResponseBody<MockBody>>, BoxError>
+where
+    F: FnMut(Req) -> Fut,
+    Fut: Future<Output = Result<Response<MockBody>, BoxError>>,
+{
+    StreamTimeoutsLayer::new(timeouts)
+        .inner_enforces_deadline()
+        .layer(service_fn(handler))
+        .oneshot(req)
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_deadline_leaves_the_headers_to_the_inner_service() {
+    let start = Instant::now();
+    let timeouts = StreamTimeouts::new().with_lifetime(Some(secs(10)));
+    let rsp = call_enforced(timeouts, get(), |req: Req| async move {
+        assert!(
+            req.extensions().get::<Deadline>().is_some(),
+            "Deadline written"
+        );
+        // An inner service that breaks its promise: only it could have timed this out.
+        sleep(secs(20)).await;
+        ok(MockBody::new().data("a").delay(secs(1)).data("b"))
+    })
+    .await
+    .expect("no timer of the layer's own before the headers");
+    assert_eq!(start.elapsed(), secs(20));
+    // Past the deadline, the body fails as soon as it waits.
+    let (got, err) = collect_until_error(rsp.into_body()).await;
+    assert_eq!(got.data, "a", "a frame already there is delivered");
+    assert_eq!(start.elapsed(), secs(20));
+    assert_timeout::<LifetimeTimeout>(&err.expect("expired"), secs(10), "REQUEST_TIMEOUT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_error_at_the_deadline_is_the_lifetime_timeout() {
+    let start = Instant::now();
+    let timeouts = StreamTimeouts::new().with_lifetime(Some(secs(10)));
+    let err = call_enforced(timeouts, get(), |req: Req| async move {
+        let Deadline(at) = *req
+            .extensions()
+            .get::<Deadline>()
+            .expect("Deadline written");
+        tokio::time::sleep_until(at).await;
+        Err::<Response<MockBody>, BoxError>("cut at the deadline".into())
+    })
+    .await
+    .expect_err("the inner service fails at the deadline");
+    assert_eq!(start.elapsed(), secs(10));
+    assert_timeout::<LifetimeTimeout>(&err, secs(10), "REQUEST_TIMEOUT");
+
+    // An error before the deadline is the inner service's own.
+    let timeouts = StreamTimeouts::new().with_lifetime(Some(secs(10)));
+    let err = call_enforced(timeouts, get(), |_req: Req| async move {
+        sleep(secs(1)).await;
+        Err::<Response<MockBody>, BoxError>("refused".into())
+    })
+    .await
+    .expect_err("the inner service fails");
+    assert_eq!(err.to_string(), "refused");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_deadline_still_bounds_the_body() {
+    let start = Instant::now();
+    let timeouts = StreamTimeouts::new().with_lifetime(Some(secs(10)));
+    let rsp = call_enforced(timeouts, get(), |_req: Req| async move {
+        sleep(secs(4)).await;
+        ok(MockBody::new().data("a").delay(secs(20)).data("b"))
+    })
+    .await
+    .expect("headers arrive in time");
+    let (got, err) = collect_until_error(rsp.into_body()).await;
+    assert_eq!(got.data, "a");
+    assert_eq!(
+        start.elapsed(),
+        secs(10),
+        "the body's timer fires at the deadline"
+    );
+    assert_timeout::<LifetimeTimeout>(&err.expect("expired"), secs(10), "REQUEST_TIMEOUT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_timeouts_keep_the_layer_timer_with_an_inner_deadline() {
+    let start = Instant::now();
+    let timeouts = StreamTimeouts::new()
+        .with_lifetime(Some(secs(10)))
+        .with_idle(Some(secs(60)));
+    let err = call_enforced(timeouts, get(), |_req: Req| async move {
+        sleep(secs(20)).await;
+        ok(MockBody::new())
+    })
+    .await
+    .expect_err("the layer's own timer runs");
+    assert_eq!(start.elapsed(), secs(10));
+    assert_timeout::<LifetimeTimeout>(&err, secs(10), "REQUEST_TIMEOUT");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_earlier_deadline_is_kept() {
     let start = Instant::now();

@@ -174,6 +174,12 @@ impl Deadlines {
         })
     }
 
+    /// The lifetime's expiry when its deadline has passed (reads the clock).
+    pub(crate) fn lifetime_passed(&self) -> Option<Expired> {
+        let (at, d) = self.lifetime?;
+        (Instant::now() >= at).then_some(Expired::Lifetime(d))
+    }
+
     pub(crate) fn shared(&self) -> Option<&Arc<Shared>> {
         self.shared.as_ref()
     }
