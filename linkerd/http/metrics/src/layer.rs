@@ -61,12 +61,14 @@ pub type BackendMetricsLayer = InstrumentLayer<linkerd_http_prom::BackendLabels>
 pub type BackendMetrics<S> = Instrument<S, linkerd_http_prom::BackendLabels>;
 
 /// What is recorded once, at the end of a request.
+///
+/// The classifier and the protocol stay in the response future: the body needs only the
+/// classification started on the headers, and every layer above moves the response (and
+/// so this body) by value.
 struct Done<L, X> {
     recorder: Arc<Recorder<L>>,
     extract: X,
     start: Instant,
-    protocol: Protocol,
-    classify: ResponseClassifier,
 }
 
 pin_project_lite::pin_project! {
@@ -81,6 +83,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         done: Option<Done<L, X>>,
+        protocol: Protocol,
+        classify: ResponseClassifier,
     }
 
     impl<F, L, X> PinnedDrop for ResponseFuture<F, L, X>
@@ -249,9 +253,9 @@ where
                 recorder: self.recorder.clone(),
                 extract: self.extract.clone(),
                 start: Instant::now(),
-                protocol,
-                classify,
             }),
+            protocol,
+            classify,
         }
     }
 }
@@ -279,13 +283,13 @@ where
             Err(e) => {
                 let e: BoxError = e.into();
                 let retry = done.extract.retry_of_error(&*e);
-                let class = error_class(done.protocol, &to_proxy_error(&*e));
+                let class = error_class(*this.protocol, &to_proxy_error(&*e));
                 done.finish(&class, retry);
                 Poll::Ready(Err(e))
             }
             Ok(rsp) => {
                 let retry = done.extract.retry_of_response(rsp.extensions());
-                let eos = done.classify.start(&rsp);
+                let eos = this.classify.start(&rsp);
                 Poll::Ready(Ok(rsp.map(|inner| {
                     ResponseBody::new(inner, BodyDone { done, eos, retry })
                 })))
@@ -478,6 +482,18 @@ mod tests {
             grpc_status: None,
             error,
         }
+    }
+
+    /// Every layer above moves the response, and so this body, by value: it carries what
+    /// the end of the request needs (the started classification, not the classifier).
+    #[test]
+    fn the_response_body_carries_no_classifier() {
+        type Inner = http_body_util::Empty<bytes::Bytes>;
+        let body = size_of::<ResponseBody<Inner, RouteLabels, ReadRetrySummary>>();
+        assert!(
+            body < size_of::<Inner>() + size_of::<ResponseClassifier>(),
+            "{body} bytes"
+        );
     }
 
     #[test]
