@@ -21,7 +21,9 @@ pin_project! {
     {
         Called { #[pin] future: S::Future },
         Failed { error: Option<S::Error> },
-        Waiting { #[pin] call: Oneshot<S, R> },
+        // Boxed: a service not ready at once is the rare case, and the request would
+        // otherwise make every caller's future larger.
+        Waiting { call: Pin<Box<Oneshot<S, R>>> },
     }
 }
 
@@ -37,7 +39,7 @@ impl<S: Service<R>, R> ReadyCall<S, R> {
             },
             Poll::Ready(Err(error)) => Self::Failed { error: Some(error) },
             Poll::Pending => Self::Waiting {
-                call: Oneshot::new(svc, req),
+                call: Box::pin(Oneshot::new(svc, req)),
             },
         }
     }
@@ -55,7 +57,7 @@ impl<S: Service<R>, R> Future for ReadyCall<S, R> {
                 // Polled after completion: stay pending rather than panic.
                 None => Poll::Pending,
             },
-            ReadyCallProj::Waiting { call } => call.poll(cx),
+            ReadyCallProj::Waiting { call } => call.as_mut().poll(cx),
         }
     }
 }

@@ -74,8 +74,10 @@ pin_project! {
     where
         S: Service<R>,
     {
-        Respond { rsp: Option<Response<RouteBody<RB>>> },
-        Delay { #[pin] sleep: tokio::time::Sleep, then: Option<Then<S, R, RB>> },
+        // The router's own answers and injected delays are boxed: every request's future
+        // (and every layer's above it) would otherwise carry their size, moved by value.
+        Respond { rsp: Option<Box<Response<RouteBody<RB>>>> },
+        Delay { sleep: Pin<Box<tokio::time::Sleep>>, then: Option<Box<Then<S, R, RB>>> },
         // The rule's service, called at once when it was ready.
         Call { #[pin] call: ReadyCall<S, R> },
     }
@@ -307,7 +309,7 @@ where
         let Some(matched) = self.table.find(&req) else {
             return ResponseFuture::new(
                 State::Respond {
-                    rsp: Some(synthetic(&ProxyError::no_route(), protocol)),
+                    rsp: Some(Box::new(synthetic(&ProxyError::no_route(), protocol))),
                 },
                 None,
                 None,
@@ -380,15 +382,17 @@ where
         };
         let state = if delay.is_zero() {
             match then {
-                Then::Respond(rsp) => State::Respond { rsp: Some(rsp) },
+                Then::Respond(rsp) => State::Respond {
+                    rsp: Some(Box::new(rsp)),
+                },
                 Then::Call(svc, req) => State::Call {
                     call: ReadyCall::new(svc, req),
                 },
             }
         } else {
             State::Delay {
-                sleep: tokio::time::sleep(delay),
-                then: Some(then),
+                sleep: Box::pin(tokio::time::sleep(delay)),
+                then: Some(Box::new(then)),
             }
         };
         ResponseFuture::new(state, Some(matched), response_headers)
@@ -426,14 +430,16 @@ where
         let mut rsp = loop {
             match this.state.as_mut().project() {
                 StateProj::Respond { rsp } => match rsp.take() {
-                    Some(rsp) => break rsp,
+                    Some(rsp) => break *rsp,
                     // Polled after completion: stay pending rather than panic.
                     None => return Poll::Pending,
                 },
                 StateProj::Delay { sleep, then } => {
-                    std::task::ready!(sleep.poll(cx));
-                    let next = match then.take() {
-                        Some(Then::Respond(rsp)) => State::Respond { rsp: Some(rsp) },
+                    std::task::ready!(sleep.as_mut().poll(cx));
+                    let next = match then.take().map(|then| *then) {
+                        Some(Then::Respond(rsp)) => State::Respond {
+                            rsp: Some(Box::new(rsp)),
+                        },
                         Some(Then::Call(svc, req)) => State::Call {
                             call: ReadyCall::new(svc, req),
                         },
@@ -466,5 +472,29 @@ where
         f.debug_struct("ResponseFuture")
             .field("matched", &self.matched)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+    use std::convert::Infallible;
+
+    type Body = Empty<bytes::Bytes>;
+    type BoxFuture =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Svc = tower::util::ServiceFn<fn(Request<Body>) -> BoxFuture>;
+
+    /// The future carries neither the request (a service not ready at once, an injected
+    /// delay) nor the router's own answer inline: every layer above moves it by value.
+    #[test]
+    fn the_future_is_smaller_than_what_it_rarely_holds() {
+        let future = size_of::<ResponseFuture<Svc, Request<Body>, Body>>();
+        assert!(future < size_of::<Request<Body>>(), "{future} bytes");
+        assert!(
+            future < size_of::<Response<RouteBody<Body>>>() + size_of::<RouteMatch>(),
+            "{future} bytes"
+        );
     }
 }
