@@ -118,7 +118,7 @@ where
 /// Everything built from a config.
 #[derive(Debug)]
 pub struct Built<S = ProxyService> {
-    /// The service (its futures are not boxed: the server's connections hold them inline).
+    /// The service (its futures are not boxed; the server boxes each once).
     pub service: S,
     /// Open tunnels, for graceful shutdown.
     pub tunnels: Tunnels,
