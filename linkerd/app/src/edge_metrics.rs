@@ -12,7 +12,7 @@
 
 use crate::{BoxBody, BoxError, stack::box_body};
 use http::{Request, Response};
-use linkerd_http_classify::{Protocol, ProxyError, ResponseClassifier};
+use linkerd_http_classify::{PackedClassifier, Protocol, ProxyError, ResponseClassifier};
 use linkerd_http_metrics::Metrics;
 use linkerd_http_route::RouteMatch;
 use std::{
@@ -76,7 +76,10 @@ where
             .get::<Protocol>()
             .copied()
             .unwrap_or_else(|| Protocol::of(&req));
-        let classifier = req.extensions().get::<ResponseClassifier>().copied();
+        let classifier = req
+            .extensions()
+            .get::<ResponseClassifier>()
+            .map(|c| PackedClassifier::from(*c));
         EdgeFuture {
             inner: self.inner.call(req),
             protocol,
@@ -97,7 +100,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         protocol: Protocol,
-        classifier: Option<ResponseClassifier>,
+        classifier: Option<PackedClassifier>,
         metrics: Option<Arc<Metrics>>,
         record: Option<RecordFuture>,
     }
@@ -135,7 +138,7 @@ where
             *this.record = Some(Box::pin(record(
                 rsp,
                 *this.protocol,
-                *this.classifier,
+                this.classifier.as_ref().map(PackedClassifier::unpack),
                 metrics,
             )));
         }

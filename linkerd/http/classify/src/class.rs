@@ -115,6 +115,29 @@ pub enum ResponseClassifier {
     Grpc(GrpcClassifier),
 }
 
+/// A [`ResponseClassifier`] in 16 bytes, for a future that holds one until the response
+/// headers (and that every layer above moves by value): the default HTTP classifier and every
+/// gRPC classifier inline, another HTTP classifier (whose status set is 120 bytes) boxed.
+///
+/// ```
+/// use linkerd_http_classify::{HttpClassifier, PackedClassifier, ResponseClassifier, StatusRanges};
+///
+/// let default = ResponseClassifier::Http(HttpClassifier::DEFAULT);
+/// assert_eq!(PackedClassifier::from(default).unpack(), default);
+/// let custom = ResponseClassifier::Http(HttpClassifier::new(StatusRanges::empty().with_range(400, 599)));
+/// assert_eq!(PackedClassifier::from(custom).unpack(), custom);
+/// assert!(size_of::<PackedClassifier>() <= 16);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedClassifier(Packed);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Packed {
+    DefaultHttp,
+    Grpc(GrpcClassifier),
+    Http(Box<HttpClassifier>),
+}
+
 /// The default end-of-stream classifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EosClassifier {
@@ -425,6 +448,41 @@ impl ClassifyResponse for ResponseClassifier {
         let grpc = matches!(self, Self::Grpc(_)).then(|| e.grpc_code());
         let status = e.h2_reset_reason().is_none().then(|| e.http_status());
         Class::failed(status, grpc, e.kind())
+    }
+}
+
+// === impl PackedClassifier ===
+
+impl PackedClassifier {
+    /// The classifier.
+    pub fn unpack(&self) -> ResponseClassifier {
+        match &self.0 {
+            Packed::DefaultHttp => ResponseClassifier::Http(HttpClassifier::DEFAULT),
+            Packed::Grpc(c) => ResponseClassifier::Grpc(*c),
+            Packed::Http(c) => ResponseClassifier::Http(**c),
+        }
+    }
+}
+
+impl From<ResponseClassifier> for PackedClassifier {
+    fn from(c: ResponseClassifier) -> Self {
+        Self(match c {
+            ResponseClassifier::Grpc(c) => Packed::Grpc(c),
+            ResponseClassifier::Http(c) if c == HttpClassifier::DEFAULT => Packed::DefaultHttp,
+            ResponseClassifier::Http(c) => Packed::Http(Box::new(c)),
+        })
+    }
+}
+
+impl ClassifyResponse for PackedClassifier {
+    type ClassifyEos = EosClassifier;
+
+    fn start<B>(self, rsp: &Response<B>) -> EosClassifier {
+        self.unpack().start(rsp)
+    }
+
+    fn error(self, err: &(dyn Error + 'static)) -> Class {
+        self.unpack().error(err)
     }
 }
 

@@ -70,7 +70,7 @@ mod response;
 pub use body::{ClassifyBody, FinalClass, Record};
 pub use class::{
     Class, Classify, ClassifyEos, ClassifyResponse, DefaultClassify, EosClassifier, GrpcClassifier,
-    HttpClassifier, Protocol, ResponseClassifier, StatusRanges, is_grpc,
+    HttpClassifier, PackedClassifier, Protocol, ResponseClassifier, StatusRanges, is_grpc,
 };
 pub use error::{
     BoxError, Deadline, IsTimeout, ProxyError, ProxyErrorKind, chain, client_reset_reason,

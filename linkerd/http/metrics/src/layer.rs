@@ -2,8 +2,8 @@ use crate::{ExtractRetry, ReadRetrySummary, RetryStopKind, RetrySummary};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use linkerd_http_classify::{
-    BoxError, Class, Classify, ClassifyEos, ClassifyResponse, DefaultClassify, Protocol,
-    ProxyError, ResponseClassifier, to_proxy_error,
+    BoxError, Class, Classify, ClassifyEos, ClassifyResponse, DefaultClassify, PackedClassifier,
+    Protocol, ProxyError, ResponseClassifier, to_proxy_error,
 };
 use linkerd_http_prom::{CounterFamily, StatusLabels};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
@@ -84,7 +84,7 @@ pin_project_lite::pin_project! {
         inner: F,
         done: Option<Done<L, X>>,
         protocol: Protocol,
-        classify: ResponseClassifier,
+        classify: PackedClassifier,
     }
 
     impl<F, L, X> PinnedDrop for ResponseFuture<F, L, X>
@@ -255,7 +255,7 @@ where
                 start: Instant::now(),
             }),
             protocol,
-            classify,
+            classify: classify.into(),
         }
     }
 }
@@ -289,7 +289,7 @@ where
             }
             Ok(rsp) => {
                 let retry = done.extract.retry_of_response(rsp.extensions());
-                let eos = this.classify.start(&rsp);
+                let eos = this.classify.unpack().start(&rsp);
                 Poll::Ready(Ok(rsp.map(|inner| {
                     ResponseBody::new(inner, BodyDone { done, eos, retry })
                 })))
