@@ -457,6 +457,70 @@ async fn slow_clients_are_cut_off_by_the_header_read_timeout() {
     baseline.assert_recovered("slow clients", SETTLE).await;
 }
 
+/// The header read timeout also bounds keep-alive idleness and every later request head of
+/// a connection, counted from when its previous response was handed over in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_are_bounded_by_the_header_read_timeout() {
+    let backend = TestServer::backend().await.expect("backend");
+    let (proxy, baseline) = setup(&backend).await;
+    let addr = proxy.addr;
+    let first = b"GET /kept HTTP/1.1\r\nhost: test\r\n\r\n";
+
+    // Idle after one exchange: closed about a timeout (1 s) after the response.
+    let idle = async move {
+        let mut io = TcpStream::connect(addr).await.expect("connect");
+        io.write_all(first).await.expect("write");
+        let started = tokio::time::Instant::now();
+        let (bytes, closed) = read_until_close(&mut io, Duration::from_secs(5)).await;
+        (status_of(&bytes), closed, started.elapsed())
+    };
+    // A second head trickled one byte every 100 ms (it would take about 4 s).
+    let trickle = async move {
+        let mut io = TcpStream::connect(addr).await.expect("connect");
+        io.write_all(first).await.expect("write");
+        let mut buf = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut io, &mut buf)
+            .await
+            .expect("first response");
+        let status = status_of(&buf[..n]);
+        let second = b"GET /trickled HTTP/1.1\r\nhost: test\r\nx-pad: aaaaaaaaaaaa\r\n\r\n";
+        let mut cut = false;
+        for byte in second {
+            if io.write_all(&[*byte]).await.is_err() {
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !cut {
+            cut = read_until_close(&mut io, Duration::from_secs(2)).await.1;
+        }
+        (status, cut)
+    };
+    let ((idle_status, idle_closed, idle_after), (trickle_status, trickle_cut)) =
+        tokio::time::timeout(Duration::from_secs(15), async {
+            tokio::join!(idle, trickle)
+        })
+        .await
+        .expect("both end within 15 s");
+    assert_eq!(idle_status, Some(200), "the first request is answered");
+    assert!(idle_closed, "an idle kept-alive connection is closed");
+    assert!(
+        idle_after >= Duration::from_millis(900) && idle_after < Duration::from_secs(4),
+        "closed about a timeout after the response: {idle_after:?}"
+    );
+    assert_eq!(trickle_status, Some(200));
+    assert!(trickle_cut, "a trickled second head is cut off");
+    assert_eq!(
+        paths_seen(&backend, "/trickled"),
+        0,
+        "the trickled request never reached the backend"
+    );
+    baseline
+        .assert_recovered("kept-alive timeouts", SETTLE)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_bounded_by_flow_control() {
     const CHUNK: usize = 64 * 1024;

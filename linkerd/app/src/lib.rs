@@ -12,6 +12,7 @@ mod deferred_write;
 pub mod demo;
 pub mod edge_metrics;
 pub mod errors;
+mod head_timeout;
 mod presized;
 pub mod routes;
 pub mod server;

@@ -1,7 +1,10 @@
 //! The server edge (DESIGN.md section 3 step 1): accept, bounded protocol detection, one hyper
 //! connection serving HTTP/1.1 or h2c, the response normaliser, graceful shutdown.
 
-use crate::{BoxBody, BoxError};
+use crate::{
+    BoxBody, BoxError,
+    head_timeout::{BusyGuard, HeadWatch, WatchedBody, with_head_timeout},
+};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -81,9 +84,13 @@ pub async fn serve<S>(
                 return;
             };
             let guard = observer(protocol);
+            // HTTP/1.1 request heads (and so keep-alive idleness) are bounded by one timer
+            // per connection (see `head_timeout`); HTTP/2 has no such timeout.
+            let watch = (protocol != "http2").then(HeadWatch::new);
             let svc = ConnService {
                 inner: std::sync::Mutex::new(svc),
                 client: ClientAddr(peer),
+                watch: watch.clone(),
             };
             let mut builder = auto::Builder::new(TokioExecutor::new());
             if protocol == "http2" {
@@ -94,7 +101,8 @@ pub async fn serve<S>(
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(params.header_read_timeout)
+                // Enforced by `with_head_timeout` below instead of a timer per request.
+                .header_read_timeout(None::<Duration>)
                 .keep_alive(true);
             if let Err(error) = params.h2.apply_to_auto(&mut builder) {
                 tracing::error!(%error, "invalid HTTP/2 settings");
@@ -109,9 +117,17 @@ pub async fn serve<S>(
                 TokioIo::new(stream),
                 protocol != "http2",
             );
-            let conn = builder.serve_connection_with_upgrades(io, svc);
-            if let Err(error) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            let conn = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+            let result = match &watch {
+                Some(watch) => with_head_timeout(conn, watch, params.header_read_timeout).await,
+                None => Some(conn.await),
+            };
+            match result {
+                Some(Err(error)) => {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                Some(Ok(())) => {}
+                None => tracing::debug!(%peer, "closed: no request head within the timeout"),
             }
             drop(guard);
         });
@@ -154,6 +170,8 @@ struct ConnService<S> {
     /// Locked only to start a call: requests of one connection are started by its task.
     inner: std::sync::Mutex<S>,
     client: ClientAddr,
+    /// HTTP/1.1: marked busy from each call until hyper drops the response body.
+    watch: Option<Arc<HeadWatch>>,
 }
 
 impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -164,7 +182,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    type Response = Response<BoxBody>;
+    type Response = Response<WatchedBody>;
     type Error = BoxError;
     type Future = NormalizeFuture<
         Pin<
@@ -181,10 +199,12 @@ where
         crate::presized::request(req.extensions_mut());
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
+        let busy = self.watch.as_ref().map(HeadWatch::busy);
         let mut svc = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         NormalizeFuture {
             inner: Box::pin(crate::stack::call_now(&mut *svc, req)),
             head,
+            busy,
         }
     }
 }
@@ -196,6 +216,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         head: bool,
+        busy: Option<BusyGuard>,
     }
 }
 
@@ -203,12 +224,15 @@ impl<F> Future for NormalizeFuture<F>
 where
     F: Future<Output = Result<Response<BoxBody>, BoxError>>,
 {
-    type Output = Result<Response<BoxBody>, BoxError>;
+    type Output = Result<Response<WatchedBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let rsp = std::task::ready!(this.inner.poll(cx))?;
-        Poll::Ready(Ok(normalize(*this.head, rsp)))
+        let busy = this.busy.take();
+        Poll::Ready(Ok(
+            normalize(*this.head, rsp).map(|body| WatchedBody::new(body, busy))
+        ))
     }
 }
 
