@@ -470,6 +470,16 @@ async fn error_injected_failure() {
     );
 }
 
+/// A request to `/slow` whose backend answers after 5 s, cut by a 504 request timeout.
+const SLOW_REQUEST_TIMEOUT: Row = Row {
+    path: "/slow",
+    headers: &[("x-test-delay-ms", "5000")],
+    http_status: 504,
+    grpc: Some((4, "DEADLINE_EXCEEDED")),
+    proxy_error: "request timeout",
+    label: "REQUEST_TIMEOUT",
+};
+
 #[tokio::test]
 async fn error_request_timeout() {
     let backend = TestServer::backend().await.unwrap();
@@ -484,18 +494,7 @@ async fn error_request_timeout() {
         ),
         &[],
     );
-    check_row(
-        &proxy,
-        &Row {
-            path: "/slow",
-            headers: &[("x-test-delay-ms", "5000")],
-            http_status: 504,
-            grpc: Some((4, "DEADLINE_EXCEEDED")),
-            proxy_error: "request timeout",
-            label: "REQUEST_TIMEOUT",
-        },
-    )
-    .await;
+    check_row(&proxy, &SLOW_REQUEST_TIMEOUT).await;
 }
 
 /// With a retry block, the retry layer's timer cuts the attempt at the request deadline
@@ -523,18 +522,7 @@ async fn error_request_timeout_with_retries() {
             &[],
         );
         let started = tokio::time::Instant::now();
-        check_row(
-            &proxy,
-            &Row {
-                path: "/slow",
-                headers: &[("x-test-delay-ms", "5000")],
-                http_status: 504,
-                grpc: Some((4, "DEADLINE_EXCEEDED")),
-                proxy_error: "request timeout",
-                label: "REQUEST_TIMEOUT",
-            },
-        )
-        .await;
+        check_row(&proxy, &SLOW_REQUEST_TIMEOUT).await;
         assert!(
             started.elapsed() < std::time::Duration::from_secs(4),
             "{timeouts}: answered at the deadline, not after the backend's delay"

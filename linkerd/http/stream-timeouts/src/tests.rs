@@ -255,15 +255,27 @@ async fn a_deadline_passed_before_the_first_poll_fails_the_request() {
     assert_timeout::<LifetimeTimeout>(&err, Duration::ZERO, "REQUEST_TIMEOUT");
 }
 
+/// With or without an inner service that enforces the deadline before the headers, the body
+/// enforces the lifetime after them.
 #[tokio::test(start_paused = true)]
 async fn lifetime_after_headers() {
+    for inner_deadline in [false, true] {
+        lifetime_after_headers_with(inner_deadline).await;
+    }
+}
+
+async fn lifetime_after_headers_with(inner_deadline: bool) {
     let start = Instant::now();
     let timeouts = StreamTimeouts::new().with_lifetime(Some(secs(10)));
-    let rsp = call(timeouts, get(), |_req: Req| async move {
+    let handler = |_req: Req| async move {
         sleep(secs(4)).await;
         ok(MockBody::new().data("a").delay(secs(20)).data("b"))
-    })
-    .await
+    };
+    let rsp = if inner_deadline {
+        call_enforced(timeouts, get(), handler).await
+    } else {
+        call(timeouts, get(), handler).await
+    }
     .expect("headers arrive in time");
     let (got, err) = collect_until_error(rsp.into_body()).await;
     let err = err.expect("the lifetime expires in the body");
@@ -357,26 +369,6 @@ async fn an_inner_error_at_the_deadline_is_the_lifetime_timeout() {
     .await
     .expect_err("the inner service fails");
     assert_eq!(err.to_string(), "refused");
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_inner_deadline_still_bounds_the_body() {
-    let start = Instant::now();
-    let timeouts = StreamTimeouts::new().with_lifetime(Some(secs(10)));
-    let rsp = call_enforced(timeouts, get(), |_req: Req| async move {
-        sleep(secs(4)).await;
-        ok(MockBody::new().data("a").delay(secs(20)).data("b"))
-    })
-    .await
-    .expect("headers arrive in time");
-    let (got, err) = collect_until_error(rsp.into_body()).await;
-    assert_eq!(got.data, "a");
-    assert_eq!(
-        start.elapsed(),
-        secs(10),
-        "the body's timer fires at the deadline"
-    );
-    assert_timeout::<LifetimeTimeout>(&err.expect("expired"), secs(10), "REQUEST_TIMEOUT");
 }
 
 #[tokio::test(start_paused = true)]
