@@ -1,4 +1,4 @@
-use crate::{BackendName, SharedRng, ready_call::ReadyCall};
+use crate::{BackendName, SharedRng};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::{
@@ -8,6 +8,7 @@ use std::{
     sync::Arc,
     task::{Context, Poll},
 };
+use tower::util::Oneshot;
 use tower_service::Service;
 
 /// Sends each request to one of a rule's backends, picked at random in proportion to the
@@ -19,11 +20,9 @@ use tower_service::Service;
 ///
 /// # Readiness
 ///
-/// Always ready: the picked backend's service is cloned and called at once when it is ready
-/// now, else driven to readiness in the response future (as tower's `Oneshot` does, boxed
-/// apart so that the common case's future does not carry the request). Backends should be
-/// cheap to clone (for example a `tower::buffer::Buffer` handle) and apply their own
-/// back-pressure there.
+/// Always ready: the picked backend's service is cloned and driven to readiness in the
+/// response future (as tower's `Oneshot` does), so backends should be cheap to clone (for
+/// example a `tower::buffer::Buffer` handle) and apply their own back-pressure there.
 pub struct WeightedSplit<S> {
     backends: Arc<[(BackendName, S)]>,
     /// Running sums of the weights, aligned with `backends`.
@@ -44,7 +43,7 @@ pin_project! {
         S: Service<R>,
     {
         #[pin]
-        call: ReadyCall<S, R>,
+        call: Oneshot<S, R>,
         backend: Option<BackendName>,
     }
 }
@@ -128,7 +127,7 @@ where
         let (name, svc) = &self.backends[i];
         req.extensions_mut().insert(name.clone());
         SplitFuture {
-            call: ReadyCall::new(svc.clone(), req),
+            call: Oneshot::new(svc.clone(), req),
             backend: Some(name.clone()),
         }
     }
@@ -169,23 +168,3 @@ impl fmt::Display for NoBackends {
 }
 
 impl std::error::Error for NoBackends {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::Request;
-    use http_body_util::Empty;
-    use std::{convert::Infallible, future::Future, pin::Pin};
-
-    type Body = Empty<bytes::Bytes>;
-    type BoxFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
-    type Svc = tower::util::ServiceFn<fn(Request<Body>) -> BoxFuture>;
-
-    /// A backend ready at once is called at once: the future does not carry the request
-    /// (every layer above moves it by value).
-    #[test]
-    fn the_future_does_not_carry_the_request() {
-        let future = size_of::<SplitFuture<Svc, Request<Body>>>();
-        assert!(future < size_of::<Request<Body>>(), "{future} bytes");
-    }
-}
