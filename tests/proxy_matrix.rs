@@ -1310,7 +1310,10 @@ async fn connect_tunnel_through_the_proxy() {
     )
     .await
     .unwrap();
-    let rest = "routes:
+    // A short header read timeout: the tunnel must outlive it (the connection's head timer
+    // stops once the CONNECT is answered and the connection upgraded).
+    let rest = "server: { headerReadTimeout: 1s }
+routes:
   - name: r
     rules:
       - backendRefs: [{ name: b }]
@@ -1328,7 +1331,11 @@ async fn connect_tunnel_through_the_proxy() {
         head.starts_with("HTTP/1.1 200"),
         "tunnel established: {head:?}"
     );
-    for msg in [&b"ping"[..], b"pong and more"] {
+    for (i, msg) in [&b"ping"[..], b"pong and more"].into_iter().enumerate() {
+        if i > 0 {
+            // Quiet for longer than the header read timeout.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
         io.write_all(msg).await.unwrap();
         let mut buf = vec![0u8; msg.len()];
         tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut buf))

@@ -497,12 +497,29 @@ async fn kept_alive_connections_are_bounded_by_the_header_read_timeout() {
         }
         (status, cut)
     };
-    let ((idle_status, idle_closed, idle_after), (trickle_status, trickle_cut)) =
+    // A request whose answer takes longer than the timeout: in flight, not idle.
+    let slow = async move {
+        let mut io = TcpStream::connect(addr).await.expect("connect");
+        io.write_all(b"GET /kept HTTP/1.1\r\nhost: test\r\nx-test-delay-ms: 1500\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut io, &mut buf)
+            .await
+            .unwrap_or(0);
+        status_of(&buf[..n])
+    };
+    let ((idle_status, idle_closed, idle_after), (trickle_status, trickle_cut), slow_status) =
         tokio::time::timeout(Duration::from_secs(15), async {
-            tokio::join!(idle, trickle)
+            tokio::join!(idle, trickle, slow)
         })
         .await
-        .expect("both end within 15 s");
+        .expect("all end within 15 s");
+    assert_eq!(
+        slow_status,
+        Some(200),
+        "a response slower than the timeout is not cut"
+    );
     assert_eq!(idle_status, Some(200), "the first request is answered");
     assert!(idle_closed, "an idle kept-alive connection is closed");
     assert!(
