@@ -53,10 +53,38 @@ where
     F: FnMut(Req) -> Fut,
     Fut: Future<Output = Result<Response<MockBody>, BoxError>>,
 {
-    StreamTimeoutsLayer::new(timeouts)
-        .layer(service_fn(handler))
-        .oneshot(req)
-        .await
+    call_through(StreamTimeoutsLayer::new(timeouts), req, handler).await
+}
+
+/// Like [`call`], with [`StreamTimeoutsLayer::inner_enforces_deadline`].
+async fn call_enforced<F, Fut>(
+    timeouts: StreamTimeouts,
+    req: Request<MockBody>,
+    handler: F,
+) -> Result<Response<ResponseBody<MockBody>>, BoxError>
+where
+    F: FnMut(Req) -> Fut,
+    Fut: Future<Output = Result<Response<MockBody>, BoxError>>,
+{
+    call_through(
+        StreamTimeoutsLayer::new(timeouts).inner_enforces_deadline(),
+        req,
+        handler,
+    )
+    .await
+}
+
+/// `layer` around `handler`, called once with `req`.
+async fn call_through<F, Fut>(
+    layer: StreamTimeoutsLayer,
+    req: Request<MockBody>,
+    handler: F,
+) -> Result<Response<ResponseBody<MockBody>>, BoxError>
+where
+    F: FnMut(Req) -> Fut,
+    Fut: Future<Output = Result<Response<MockBody>, BoxError>>,
+{
+    layer.layer(service_fn(handler)).oneshot(req).await
 }
 
 /// Reads the whole request body, as an upstream would before answering.
@@ -301,23 +329,6 @@ async fn lifetime_covers_a_slow_request_body() {
     .expect_err("the request body is too slow");
     assert_eq!(start.elapsed(), secs(3));
     assert_timeout::<LifetimeTimeout>(&err, secs(3), "REQUEST_TIMEOUT");
-}
-
-/// Like [`call`], with [`StreamTimeoutsLayer::inner_enforces_deadline`].
-async fn call_enforced<F, Fut>(
-    timeouts: StreamTimeouts,
-    req: Request<MockBody>,
-    handler: F,
-) -> Result<Response<ResponseBody<MockBody>>, BoxError>
-where
-    F: FnMut(Req) -> Fut,
-    Fut: Future<Output = Result<Response<MockBody>, BoxError>>,
-{
-    StreamTimeoutsLayer::new(timeouts)
-        .inner_enforces_deadline()
-        .layer(service_fn(handler))
-        .oneshot(req)
-        .await
 }
 
 #[tokio::test(start_paused = true)]
