@@ -18,10 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll},
     time::Duration,
 };
@@ -30,9 +27,14 @@ use tokio::time::Instant;
 /// What one HTTP/1.1 connection's timer reads: whether a request is in the stack or its
 /// response body still with hyper, and since when the connection has been idle.
 #[derive(Debug)]
-pub(crate) struct HeadWatch {
-    busy: AtomicUsize,
-    idle_since: Mutex<Instant>,
+pub(crate) struct HeadWatch(Mutex<Watched>);
+
+#[derive(Debug)]
+struct Watched {
+    /// Requests in the stack, or whose response body hyper still holds.
+    busy: usize,
+    /// When `busy` last fell to 0 (or the connection started).
+    idle_since: Instant,
 }
 
 /// Marks its connection busy from the stack's call until dropped (with the response body,
@@ -56,42 +58,37 @@ pin_project_lite::pin_project! {
 impl HeadWatch {
     /// A connection that starts waiting for its first head now.
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            busy: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
-        })
+        Arc::new(Self(Mutex::new(Watched {
+            busy: 0,
+            idle_since: Instant::now(),
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Watched> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks the connection busy (a head is complete) until the guard drops.
     pub(crate) fn busy(self: &Arc<Self>) -> BusyGuard {
-        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.lock().busy += 1;
         BusyGuard(self.clone())
     }
 
     /// The instant at which the connection will have waited `timeout` for a head, if it is
     /// waiting for one (`None` while a request is in flight).
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.busy.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Some(since + timeout)
+        let watched = self.lock();
+        (watched.busy == 0).then(|| watched.idle_since + timeout)
     }
 }
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        // Stamped before the count drops, so a timer that sees the connection idle reads
-        // the new time.
-        *self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        self.0.busy.fetch_sub(1, Ordering::Release);
+        let mut watched = self.0.lock();
+        watched.busy -= 1;
+        if watched.busy == 0 {
+            watched.idle_since = Instant::now();
+        }
     }
 }
 

@@ -159,21 +159,9 @@ where
                             Some(timer) => {
                                 ready!(timer.as_mut().poll(cx));
                                 match this.retry.as_ref() {
-                                    Some(retry) if !retry.deadline_fired(timer) => {
-                                        let timeout =
-                                            retry.policy.per_try_timeout().unwrap_or_default();
-                                        Err(Box::new(PerTryTimeout::new(timeout)) as BoxError)
-                                    }
-                                    // The deadline (the only timer without a policy).
-                                    retry => {
-                                        *this.timer = None;
-                                        this.state.set(State::Done);
-                                        let error: BoxError = Box::new(DeadlineExceeded::new());
-                                        return Poll::Ready(match retry {
-                                            Some(retry) => finish(Some(retry), Err(error), None),
-                                            None => Err(error),
-                                        });
-                                    }
+                                    Some(retry) => Err(retry.timer_error(timer)),
+                                    // Without a policy the only timer is the deadline's.
+                                    None => Err(Box::new(DeadlineExceeded::new()) as BoxError),
                                 }
                             }
                             None => return Poll::Pending,
@@ -221,15 +209,8 @@ where
                                 return Poll::Pending;
                             };
                             ready!(timer.as_mut().poll(cx));
-                            let deadline_fired = retry.deadline_fired(timer);
+                            let error = retry.timer_error(timer);
                             *this.timer = None;
-                            if deadline_fired {
-                                this.state.set(State::Done);
-                                let error: BoxError = Box::new(DeadlineExceeded::new());
-                                return Poll::Ready(finish(this.retry.as_ref(), Err(error), None));
-                            }
-                            let timeout = retry.policy.per_try_timeout().unwrap_or_default();
-                            let error: BoxError = Box::new(PerTryTimeout::new(timeout));
                             let decision = retry.policy.classify_error(&*error);
                             let step = retry.step(decision, Err(error));
                             this.state.set(State::Done);
@@ -361,10 +342,15 @@ impl<S, P, B> Retrying<S, P, B>
 where
     P: Policy,
 {
-    /// Whether `timer`, which fired, was set for the request's deadline (not a per-try
-    /// timeout that ends earlier).
-    fn deadline_fired(&self, timer: &Pin<Box<Sleep>>) -> bool {
-        self.deadline.is_some_and(|d| timer.deadline() >= d)
+    /// The error of an attempt whose `timer` fired: the request's deadline (not retried:
+    /// no retry starts past it) or, when that is later, the per-try timeout.
+    fn timer_error(&self, timer: &Pin<Box<Sleep>>) -> BoxError {
+        if self.deadline.is_some_and(|d| timer.deadline() >= d) {
+            return Box::new(DeadlineExceeded::new());
+        }
+        Box::new(PerTryTimeout::new(
+            self.policy.per_try_timeout().unwrap_or_default(),
+        ))
     }
 
     fn wants_peek<RspB: Body>(&self, rsp: &Response<RspB>) -> bool {
