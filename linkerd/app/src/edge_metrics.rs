@@ -10,7 +10,7 @@
 //! answer, not from the request's arrival (these answers are immediate, apart from an
 //! injected delay).
 
-use crate::{BoxBody, BoxError, stack::box_body};
+use crate::{BoxError, RouterBody, stack::box_body};
 use http::{Request, Response};
 use linkerd_http_classify::{PackedClassifier, Protocol, ProxyError, ResponseClassifier};
 use linkerd_http_metrics::Metrics;
@@ -58,10 +58,10 @@ impl<S> Layer<S> for EdgeMetricsLayer {
 
 impl<S, B> Service<Request<B>> for EdgeMetrics<S>
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = BoxError>,
+    S: Service<Request<B>, Response = Response<RouterBody>, Error = BoxError>,
     S::Future: Send + 'static,
 {
-    type Response = Response<BoxBody>;
+    type Response = Response<RouterBody>;
     type Error = BoxError;
     type Future = EdgeFuture<S::Future>;
 
@@ -91,7 +91,7 @@ where
 }
 
 /// A boxed recording future, for the rare answers no rule recorded.
-type RecordFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+type RecordFuture = Pin<Box<dyn Future<Output = Result<Response<RouterBody>, BoxError>> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The response future of [`EdgeMetrics`]: passes recorded responses through as they are;
@@ -116,9 +116,9 @@ impl<F> std::fmt::Debug for EdgeFuture<F> {
 
 impl<F> Future for EdgeFuture<F>
 where
-    F: Future<Output = Result<Response<BoxBody>, BoxError>>,
+    F: Future<Output = Result<Response<RouterBody>, BoxError>>,
 {
-    type Output = Result<Response<BoxBody>, BoxError>;
+    type Output = Result<Response<RouterBody>, BoxError>;
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -147,11 +147,11 @@ where
 
 /// Records an answer no rule recorded in the route families, and returns it.
 async fn record(
-    rsp: Response<BoxBody>,
+    rsp: Response<RouterBody>,
     protocol: Protocol,
     classifier: Option<ResponseClassifier>,
     metrics: Arc<Metrics>,
-) -> Result<Response<BoxBody>, BoxError> {
+) -> Result<Response<RouterBody>, BoxError> {
     let (route, grpc) = match rsp.extensions().get::<RouteMatch>() {
         Some(m) => (m.route_name_arc().clone(), m.is_grpc()),
         None => (Arc::<str>::from(""), protocol == Protocol::Grpc),
@@ -173,7 +173,7 @@ async fn record(
         }))
         .oneshot(probe)
         .await?;
-    Ok(recorded.map(box_body))
+    Ok(recorded.map(|body| RouterBody::new(box_body(body))))
 }
 
 /// The error of a request a rule's stack served: the inner error (its

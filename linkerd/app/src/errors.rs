@@ -3,7 +3,7 @@
 //! `l5d-proxy-error`, or gRPC trailers-only) — except an upstream reset, which an HTTP/2 client
 //! receives as a reset with the reason table's code.
 
-use crate::{BoxBody, BoxError};
+use crate::{BoxError, RouterBody};
 use http::{Request, Response, Version};
 use linkerd_http_classify::{Protocol, ProxyError, to_proxy_error};
 use std::{
@@ -40,10 +40,10 @@ impl<S> Layer<S> for ErrorMapLayer {
 
 impl<S, B> Service<Request<B>> for ErrorMap<S>
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = BoxError>,
+    S: Service<Request<B>, Response = Response<RouterBody>, Error = BoxError>,
     S::Future: Send + 'static,
 {
-    type Response = Response<BoxBody>;
+    type Response = Response<RouterBody>;
     type Error = BoxError;
     type Future = ErrorMapFuture<S::Future>;
 
@@ -80,9 +80,9 @@ pin_project_lite::pin_project! {
 
 impl<F> Future for ErrorMapFuture<F>
 where
-    F: Future<Output = Result<Response<BoxBody>, BoxError>>,
+    F: Future<Output = Result<Response<RouterBody>, BoxError>>,
 {
-    type Output = Result<Response<BoxBody>, BoxError>;
+    type Output = Result<Response<RouterBody>, BoxError>;
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -108,7 +108,7 @@ pub fn map_error(
     error: &(dyn std::error::Error + 'static),
     protocol: Protocol,
     h2: bool,
-) -> Result<Response<BoxBody>, BoxError> {
+) -> Result<Response<RouterBody>, BoxError> {
     let proxy_error = to_proxy_error(error);
     if h2 && let Some(reason) = proxy_error.h2_reset_reason() {
         tracing::debug!(%error, ?reason, "resetting the client's stream");

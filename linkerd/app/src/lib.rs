@@ -32,6 +32,12 @@ pub type BoxError = linkerd_http_classify::BoxError;
 /// The body type of the proxy's stack.
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
+/// The body of the router's answers as the edge layers between it and the access log see
+/// them: a rule stack's boxed body, or the empty body of an answer the router, the upgrade
+/// layer or error mapping made. Kept unboxed up to the access log, where the whole response
+/// is boxed once: a second box here cost an allocation and a dynamic call per poll.
+pub type RouterBody = linkerd_http_route::RouteBody<BoxBody>;
+
 /// The discovery module, re-exported for config validation.
 pub(crate) use backend as discovery;
 

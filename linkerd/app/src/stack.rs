@@ -210,7 +210,6 @@ pub fn build(
         .layer(ErrorMapLayer)
         .layer(EdgeMetricsLayer::new(metrics.clone()))
         .layer(UpgradeLayer::new(tunnels.clone()))
-        .map_response(|rsp: Response<_>| rsp.map(box_body))
         .service(router);
     Ok(Built {
         service,
