@@ -1031,6 +1031,88 @@ async fn error_bad_request() {
 
 // === graceful shutdown ===
 
+/// Reads one HTTP/1.1 response with a `content-length` body from `stream`.
+async fn read_h1_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0; 4096];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "the response is complete: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_h1_requests_closes_idle_connections_and_exits_zero() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = TestServer::backend().await.unwrap();
+    // A grace period far longer than the test: the proxy exits because every connection
+    // ended, not because the grace period ran out.
+    let yaml = format!(
+        "{}server:\n  shutdownGracePeriod: 60s\n",
+        config(
+            "http1",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]\n"
+        )
+    );
+    let mut proxy = Proxy::start(&yaml, &[]);
+
+    // An idle keep-alive connection, after one request.
+    let mut idle = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_h1_response(&mut idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // A request in flight: 10 chunks of 100 bytes, one every 100 ms.
+    let mut client = HttpClient::http1(proxy.addr).await.unwrap();
+    let req = Request::get("/drip")
+        .header("host", "a.example")
+        .header("x-test-drip", "10,100,100")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let rsp = client.send(req).await.expect("response headers");
+    assert_eq!(rsp.status(), StatusCode::OK);
+
+    proxy.sigterm();
+    let body = tokio::time::timeout(Duration::from_secs(10), collect(rsp.into_body()))
+        .await
+        .expect("the body ends")
+        .expect("the in-flight response is not cut");
+    assert_eq!(body.data.len(), 1000, "the in-flight request got its whole body");
+
+    let mut rest = [0; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut rest))
+        .await
+        .expect("the idle connection is closed promptly");
+    assert!(
+        matches!(read, Ok(0)),
+        "EOF on the idle connection: {read:?}"
+    );
+
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy exited once its connections ended");
+    assert_eq!(status.code(), Some(0), "exit code 0 after SIGTERM");
+}
+
 #[tokio::test]
 async fn sigterm_drains_h2_stream_and_exits_zero() {
     let backend = TestServer::backend().await.unwrap();

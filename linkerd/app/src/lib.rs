@@ -10,6 +10,7 @@ pub mod config;
 pub mod dashboard;
 mod deferred_write;
 pub mod demo;
+pub(crate) mod drain;
 pub mod edge_metrics;
 pub mod errors;
 mod head_timeout;

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use std::{
     future::Future,
@@ -58,7 +58,7 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let drain = crate::drain::Drain::new();
     let params = Arc::new(params);
     tokio::pin!(shutdown);
     loop {
@@ -77,7 +77,7 @@ pub async fn serve<S>(
         let svc = svc.clone();
         let params = params.clone();
         let observer = observer.clone();
-        let watcher = graceful.watcher();
+        let entry = drain.enter();
         tokio::spawn(async move {
             let Some(protocol) = detect(&stream, params.header_read_timeout).await else {
                 tracing::debug!(%peer, "protocol detection timed out or failed");
@@ -117,7 +117,10 @@ pub async fn serve<S>(
                 TokioIo::new(stream),
                 protocol != "http2",
             );
-            let conn = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+            let conn = entry.watch(
+                builder.serve_connection_with_upgrades(io, svc).into_owned(),
+                |conn| conn.graceful_shutdown(),
+            );
             let result = match &watch {
                 Some(watch) => with_head_timeout(conn, watch, params.header_read_timeout).await,
                 None => Some(conn.await),
@@ -134,7 +137,7 @@ pub async fn serve<S>(
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
+        () = drain.shutdown() => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("graceful shutdown timed out"),
     }
 }
