@@ -1096,7 +1096,11 @@ async fn sigterm_finishes_h1_requests_closes_idle_connections_and_exits_zero() {
         .await
         .expect("the body ends")
         .expect("the in-flight response is not cut");
-    assert_eq!(body.data.len(), 1000, "the in-flight request got its whole body");
+    assert_eq!(
+        body.data.len(),
+        1000,
+        "the in-flight request got its whole body"
+    );
 
     let mut rest = [0; 64];
     let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut rest))
