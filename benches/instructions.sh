@@ -2,9 +2,10 @@
 # User-space instructions per request of proxy builds and passthrough, under callgrind: the
 # noise-free companion of benches/ab.sh (CPU time on this shared machine moves 10-20% between
 # runs; instruction counts repeat within about 0.5%). It leaves out the kernel and the cost of
-# cache misses, so it ranks user-space changes, not whole-process CPU.
+# cache misses, so it ranks user-space changes, not whole-process CPU; `-c` adds callgrind's
+# cache simulation, which counts those misses too.
 #
-# usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] TARGET...
+# usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] [-c] TARGET...
 #   TARGET is BINARY[:CONFIG] (a proxy binary, CONFIG defaults to benches/proxy.yaml) or
 #   `passthrough` (or `passthrough:BINARY`). Example, before and after a change:
 #     cp target/release/examples/proxy /tmp/proxy-before   # ... change, rebuild ...
@@ -13,6 +14,10 @@
 #   -n: requests measured (default 4000), after 2,000 warm-up requests that are not counted.
 #   -k: keep each target's callgrind file in DIR (for callgrind_annotate or a per-function
 #       breakdown).
+#   -c: simulate the caches (64 KiB 8-way L1d, 1 MiB 16-way last level: this machine's L1d
+#       and L2; the L1i as valgrind reads it from the CPU) and print, per request, the
+#       instruction-cache misses, L1d read / write misses and last-level read / write misses.
+#       Slower (about 2x).
 #
 # Each target runs under `valgrind --tool=callgrind` (every thread counted) with the
 # backend pinned to core 1; the counters are zeroed after the warm-up and dumped after the
@@ -25,17 +30,19 @@ BIN=$ROOT/target/release/examples
 PROTO=h1
 REQUESTS=4000
 KEEP=
-while getopts "p:n:k:" opt; do
+CACHE=()
+while getopts "p:n:k:c" opt; do
     case $opt in
         p) PROTO=$OPTARG ;;
         n) REQUESTS=$OPTARG ;;
         k) KEEP=$OPTARG ;;
+        c) CACHE=(--cache-sim=yes --D1=65536,8,64 --LL=1048576,16,64) ;;
         *) exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
 [[ $# -gt 0 && "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -gt 0 ]] ||
-    { echo "usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] TARGET..." >&2; exit 2; }
+    { echo "usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] [-c] TARGET..." >&2; exit 2; }
 case $PROTO in
     h1) LOAD=(--h1 -c16) ;;
     h2c) LOAD=(-c16 -m32) ;;
@@ -58,7 +65,7 @@ i=0
 for target in "$@"; do
     i=$((i + 1))
     out=$TMP/cg.$i
-    cg=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no
+    cg=(valgrind --tool=callgrind "${CACHE[@]}" --compress-strings=no --compress-pos=no
         --callgrind-out-file="$out")
     start_target "$target" "${cg[@]}"
     pid=$TARGET_PID
@@ -79,4 +86,10 @@ for target in "$@"; do
     fi
     [[ -n "$KEEP" ]] && cp "$part" "$KEEP/$(basename "${target%%:*}").$PROTO.callgrind"
     echo "$target ($PROTO): $((total / REQUESTS)) instructions per request"
+    if ((${#CACHE[@]})); then
+        # summary: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+        awk -v n="$REQUESTS" -v t="$target" '/^(summary|totals):/ {
+            printf "%s: per request %.0f I1 misses, %.0f / %.0f L1d read / write misses, %.1f / %.1f last-level read / write misses\n",
+                t, $5 / n, $6 / n, $7 / n, $9 / n, $10 / n; exit }' "$part"
+    fi
 done
