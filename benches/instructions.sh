@@ -5,18 +5,24 @@
 # cache misses, so it ranks user-space changes, not whole-process CPU; `-c` adds callgrind's
 # cache simulation, which counts those misses too.
 #
-# usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] [-c] TARGET...
+# usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] TARGET...
 #   TARGET is BINARY[:CONFIG] (a proxy binary, CONFIG defaults to benches/proxy.yaml) or
 #   `passthrough` (or `passthrough:BINARY`). Example, before and after a change:
 #     cp target/release/examples/proxy /tmp/proxy-before   # ... change, rebuild ...
 #     benches/instructions.sh /tmp/proxy-before target/release/examples/proxy passthrough
 #   -p: h1 (`h2load --h1 -c16`, default) or h2c (`h2load -c16 -m32`).
+#   -s: h2c streams per connection (default 32, as benches/load.sh; `-s 1` keeps only 16
+#       requests in flight, where whatever touches cold memory per request stands out).
 #   -n: requests measured (default 4000), after 2,000 warm-up requests that are not counted.
 #   -k: keep each target's callgrind file in DIR (for callgrind_annotate or a per-function
 #       breakdown).
 #   -c: simulate the caches (64 KiB 8-way L1d, 1 MiB 16-way last level: this machine's L1d
 #       and L2; the L1i as valgrind reads it from the CPU) and print, per request, the
-#       instruction-cache misses, L1d read / write misses and last-level read / write misses.
+#       instruction-cache misses, L1d read / write misses and last-level read / write misses,
+#       and an estimate of the cycles they cost together: instructions + 10 x L1 misses
+#       (instruction and data) + 100 x last-level misses, callgrind's usual weights (on h2c
+#       its proxy/passthrough ratio came within 1% of the full runs' CPU ratio; on HTTP/1.1,
+#       where about half the CPU per request is the kernel's, it says nothing about the whole).
 #       Slower (about 2x).
 #
 # Each target runs under `valgrind --tool=callgrind` (every thread counted) with the
@@ -29,11 +35,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$ROOT/target/release/examples
 PROTO=h1
 REQUESTS=4000
+STREAMS=32
 KEEP=
 CACHE=()
-while getopts "p:n:k:c" opt; do
+while getopts "p:s:n:k:c" opt; do
     case $opt in
         p) PROTO=$OPTARG ;;
+        s) STREAMS=$OPTARG ;;
         n) REQUESTS=$OPTARG ;;
         k) KEEP=$OPTARG ;;
         c) CACHE=(--cache-sim=yes --D1=65536,8,64 --LL=1048576,16,64) ;;
@@ -41,11 +49,12 @@ while getopts "p:n:k:c" opt; do
     esac
 done
 shift $((OPTIND - 1))
-[[ $# -gt 0 && "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -gt 0 ]] ||
-    { echo "usage: benches/instructions.sh [-p h1|h2c] [-n REQUESTS] [-k DIR] [-c] TARGET..." >&2; exit 2; }
+[[ $# -gt 0 && "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -gt 0 && "$STREAMS" =~ ^[0-9]+$ &&
+    "$STREAMS" -gt 0 ]] ||
+    { echo "usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] TARGET..." >&2; exit 2; }
 case $PROTO in
     h1) LOAD=(--h1 -c16) ;;
-    h2c) LOAD=(-c16 -m32) ;;
+    h2c) LOAD=(-c16 -m"$STREAMS") ;;
     *) echo "-p must be h1 or h2c" >&2; exit 2 ;;
 esac
 missing=()
@@ -89,7 +98,8 @@ for target in "$@"; do
     if ((${#CACHE[@]})); then
         # summary: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
         awk -v n="$REQUESTS" -v t="$target" '/^(summary|totals):/ {
-            printf "%s: per request %.0f I1 misses, %.0f / %.0f L1d read / write misses, %.1f / %.1f last-level read / write misses\n",
-                t, $5 / n, $6 / n, $7 / n, $9 / n, $10 / n; exit }' "$part"
+            printf "%s: per request %.0f I1 misses, %.0f / %.0f L1d read / write misses, %.1f / %.1f last-level read / write misses, %.1fk estimated cycles\n",
+                t, $5 / n, $6 / n, $7 / n, $9 / n, $10 / n,
+                ($2 + 10 * ($5 + $6 + $7) + 100 * ($8 + $9 + $10)) / n / 1000; exit }' "$part"
     fi
 done

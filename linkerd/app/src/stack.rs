@@ -260,7 +260,8 @@ fn backend(b: &BackendConfig) -> BackendHandle {
 }
 
 /// The per-rule stack: route metrics -> stream timeouts -> (per-try timeout) -> retry ->
-/// weighted split over the rule's backends.
+/// weighted split over the rule's backends -> backend metrics -> (`http2` backends: reset
+/// mapping) -> the backend.
 fn rule_stack(
     rule: &Rule<Arc<RuleExtensions>>,
     metrics: &Arc<Metrics>,
@@ -291,19 +292,32 @@ fn rule_stack(
         .iter()
         .filter_map(|r| {
             let handle = backends.get(r.name.as_str())?.clone();
+            // An `http2` backend: its resets are mapped (DESIGN.md section 5) and counted.
             // The pooled HTTP/2 client does not expose the upstream's extended CONNECT
-            // setting: tunnels to an `http2` backend are answered 502 `upstream cannot
-            // tunnel` (DESIGN.md 4.1) rather than sent as a plain request.
+            // setting: tunnels to it are answered 502 `upstream cannot tunnel` (DESIGN.md
+            // 4.1) rather than sent as a plain request. An `http1` backend has no streams to
+            // reset, and hyper's HTTP/1 client already fails a body shorter than its
+            // `content-length`, which is all the reset layer would check on it: without the
+            // layer, its errors and bodies reach the layers above unchanged, for 1.5k fewer
+            // estimated cycles per request (benches/instructions.sh -c, h2c).
             let handle = if http2.contains(r.name.as_str()) {
-                Either::Left(ExtendedConnect::new(handle, ConnectProtocolFlag::new()))
+                Either::Left(
+                    ServiceBuilder::new()
+                        .map_response(|rsp: Response<_>| rsp.map(http_body_util::Either::Left))
+                        .layer(linkerd_http_h2::H2ResetLayer::with_hook(ResetHook(
+                            metrics.clone(),
+                        )))
+                        .service(ExtendedConnect::new(handle, ConnectProtocolFlag::new())),
+                )
             } else {
-                Either::Right(handle)
+                Either::Right(
+                    ServiceBuilder::new()
+                        .map_response(|rsp: Response<_>| rsp.map(http_body_util::Either::Right))
+                        .service(handle),
+                )
             };
             let svc = ServiceBuilder::new()
                 .layer(families.backend_layer(route_name.clone(), r.name.as_str()))
-                .layer(linkerd_http_h2::H2ResetLayer::with_hook(ResetHook(
-                    metrics.clone(),
-                )))
                 .service(handle);
             Some((r.name.clone(), r.weight, svc))
         })
