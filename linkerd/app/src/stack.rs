@@ -298,8 +298,8 @@ fn rule_stack(
             // 4.1) rather than sent as a plain request. An `http1` backend has no streams to
             // reset, and hyper's HTTP/1 client already fails a body shorter than its
             // `content-length`, which is all the reset layer would check on it: without the
-            // layer, its errors and bodies reach the layers above unchanged, for 1.5k fewer
-            // estimated cycles per request (benches/instructions.sh -c, h2c).
+            // layer, its errors and bodies reach the layers above unchanged, for 1-3k fewer
+            // estimated cycles per h2c request (benches/instructions.sh -c; BENCHMARKS.md).
             let handle = if http2.contains(r.name.as_str()) {
                 Either::Left(
                     ServiceBuilder::new()
