@@ -2,8 +2,8 @@
 //!
 //! access-log -> tap -> classify -> error mapping -> upgrade -> router (filters, redirects, injected
 //! failures) -> per rule: route metrics -> stream timeouts -> retry -> weighted split -> per
-//! backend: backend metrics -> HTTP/2 reset mapping -> backend (load shed -> queue -> fail-fast
-//! -> p2c -> endpoints).
+//! backend: backend metrics -> HTTP/2 reset mapping (`http2` backends only: an HTTP/1 backend
+//! has no streams to reset) -> backend (load shed -> queue -> fail-fast -> p2c -> endpoints).
 
 use crate::{
     BoxBody, BoxError,
