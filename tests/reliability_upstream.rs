@@ -223,6 +223,13 @@ async fn http2_backend_closing_mid_response_is_an_error() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if path.starts_with("/close") {
             ctx.close.notify_one();
+            // Keep the stream open until the connection is gone: dropping it here would queue
+            // a RST_STREAM(CANCEL) that the connection may still write before it closes. The
+            // proxy would then see this stream end while the connection looked alive, and the
+            // test's next request could go out on it and be cut by the close (a 502: sent,
+            // then the connection closed without an answer), which is the upstream's race,
+            // not the behaviour under test.
+            std::future::pending::<()>().await;
         } else {
             stream.send_reset(h2::Reason::NO_ERROR);
         }
