@@ -1,8 +1,8 @@
 use crate::{
     Attempt, DeadlineExceeded, PeekTrailers, PeekTrailersBody, PerTryTimeout, Policy, ReplayBody,
-    RetryError, RetryOutcome, RetryStop, policy::Decision,
+    RetryError, RetryOutcome, RetryStop, head::PackedHeaders, policy::Decision,
 };
-use http::{HeaderValue, Request, Response, Version, request, response};
+use http::{Extensions, HeaderValue, Method, Request, Response, Uri, Version, response};
 use http_body::Body;
 use linkerd_http_classify::{BoxError, Deadline, grpc_status};
 use pin_project_lite::pin_project;
@@ -57,10 +57,20 @@ struct Retrying<S, P, B> {
     /// An unpolled clone of the request body and the request head, for the next attempt;
     /// `None` when the body cannot be replayed (or no retry is allowed).
     /// Boxed: most of the future's size otherwise, moved by every layer above.
-    template: Option<Box<(request::Parts, ReplayBody<B>)>>,
+    template: Option<Box<(SavedHead, ReplayBody<B>)>>,
     attempts: u32,
     deadline: Option<Instant>,
     peek: bool,
+}
+
+/// The head of the request as its first attempt was sent, with the extensions the policy
+/// replays; the headers packed (see [`PackedHeaders`]).
+struct SavedHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: PackedHeaders,
+    extensions: Extensions,
 }
 
 enum Step<T> {
@@ -104,15 +114,15 @@ where
         let body = ReplayBody::new(body, policy.max_request_bytes());
         // Cloned before `Attempt(1)` goes in: each retry inserts its own number.
         let template = if policy.max_retries() > 0 {
-            body.try_clone().map(|b| {
-                // The head as sent, with the extensions the policy replays.
-                let (mut head, ()) = Request::new(()).into_parts();
-                head.method = parts.method.clone();
-                head.uri = parts.uri.clone();
-                head.version = parts.version;
-                head.headers = parts.headers.clone();
-                head.extensions = policy.replay_extensions(&parts);
-                Box::new((head, b))
+            body.try_clone().and_then(|b| {
+                let head = SavedHead {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    version: parts.version,
+                    headers: PackedHeaders::pack(&parts.headers)?,
+                    extensions: policy.replay_extensions(&parts),
+                };
+                Some(Box::new((head, b)))
             })
         } else {
             None
@@ -411,7 +421,12 @@ where
             // A failed service cannot take the retry either; the last result stands.
             Poll::Ready(Err(_)) | Poll::Pending => return Err(RetryStop::NotReady),
         }
-        let Some((parts, template)) = self.template.as_deref() else {
+        let Some((head, template)) = self.template.as_deref() else {
+            return Err(RetryStop::BodyTooLarge);
+        };
+        // Unpacking cannot fail (see `PackedHeaders::unpack`); if it did, the request could
+        // not be sent again, as if its body could not.
+        let Some(headers) = head.headers.unpack() else {
             return Err(RetryStop::BodyTooLarge);
         };
         // The previous attempt may still be streaming the body and pass the cap meanwhile.
@@ -419,7 +434,12 @@ where
             return Err(RetryStop::BodyTooLarge);
         };
         self.attempts += 1;
-        let mut parts = parts.clone();
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = head.method.clone();
+        parts.uri = head.uri.clone();
+        parts.version = head.version;
+        parts.headers = headers;
+        parts.extensions = head.extensions.clone();
         parts.extensions.insert(Attempt(self.attempts));
         if let Some(name) = self.policy.attempt_header() {
             parts

@@ -148,6 +148,7 @@
 
 mod budget;
 mod future;
+mod head;
 mod layer;
 mod outcome;
 mod peek;

@@ -45,6 +45,9 @@ impl<S> Inner for S where
 struct Seen {
     attempt: Option<u32>,
     at: Instant,
+    method: http::Method,
+    uri: http::Uri,
+    version: Version,
     headers: HeaderMap,
     body: Result<Bytes, String>,
     trailers: Option<HeaderMap>,
@@ -75,6 +78,9 @@ where
                 log.push(Seen {
                     attempt,
                     at,
+                    method: parts.method,
+                    uri: parts.uri,
+                    version: parts.version,
                     headers: parts.headers,
                     body,
                     trailers,
@@ -206,6 +212,47 @@ async fn retries_with_the_same_body_then_succeeds() {
         gap >= Duration::from_millis(25) && gap <= Duration::from_millis(250),
         "first retry waits between backoff min and max, waited {gap:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_sends_the_same_head_field_for_field() {
+    let (svc, seen) = scripted(|n| status(if n == 1 { 503 } else { 200 }));
+    let mut req = request(MockBody::new().data("x"), Some(policy(&[503], 1)));
+    *req.method_mut() = http::Method::PUT;
+    *req.uri_mut() = "http://example.test:8080/a/b?c=d&e".parse().unwrap();
+    *req.version_mut() = Version::HTTP_2;
+    let h = req.headers_mut();
+    h.append("x-multi", HeaderValue::from_static("1"));
+    h.append("content-type", HeaderValue::from_static("text/plain"));
+    h.append("x-multi", HeaderValue::from_static(""));
+    h.append(
+        "x-multi",
+        HeaderValue::from_bytes(b"\t\x80 obs-text \xff").unwrap(),
+    );
+    let mut secret = HeaderValue::from_static("Bearer s3cret");
+    secret.set_sensitive(true);
+    h.append("authorization", secret);
+    let sent = h.clone();
+    let rsp = Retry::new(svc).oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    let fields = |m: &HeaderMap| {
+        m.iter()
+            .map(|(n, v)| (n.clone(), v.clone(), v.is_sensitive()))
+            .collect::<Vec<_>>()
+    };
+    for s in seen.iter() {
+        assert_eq!(s.method, http::Method::PUT);
+        assert_eq!(s.uri, "http://example.test:8080/a/b?c=d&e");
+        assert_eq!(s.version, Version::HTTP_2);
+        assert_eq!(
+            fields(&s.headers),
+            fields(&sent),
+            "every field, in order, sensitivity kept, on attempt {:?}",
+            s.attempt
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
