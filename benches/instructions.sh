@@ -25,6 +25,11 @@
 #       where about half the CPU per request is the kernel's, it says nothing about the whole).
 #       Slower (about 2x).
 #
+# Work paced by the clock is over-weighted: under callgrind the proxy serves a few hundred
+# requests a second, so its tap (at most 200 recorded a second) records about two thirds of
+# the measured requests, against about 1% in load runs; that adds about 4k estimated cycles to
+# each proxy h2c request (BENCHMARKS.md, "Eleventh profile").
+#
 # Each target runs under `valgrind --tool=callgrind` (every thread counted) with the
 # backend pinned to core 1; the counters are zeroed after the warm-up and dumped after the
 # measured requests. Loopback only (ports 18080/18082/18083); every process is stopped by its
