@@ -17,8 +17,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// read; a retry (the rare case) parses the fields back.
 pub(crate) struct PackedHeaders(Buf);
 
-/// Packed fields of at most this many bytes are kept inline: the headers of most API and
-/// gRPC requests (browser requests, with their cookies, usually take more).
+/// Packed fields of at most this many bytes are kept inline: a few short fields, as many
+/// internal API and gRPC clients send (a browser's cookies or a bearer token take more, and
+/// go to the heap).
 pub(crate) const INLINE: usize = 128;
 
 enum Buf {
