@@ -47,8 +47,13 @@ pub struct WriterConfig {
 /// that does not fit in the queue is dropped and counted. Lines the output fails to take (an I/O error) are counted
 /// as dropped too, so [`dropped`](Self::dropped) is the number of lines lost. The thread ends
 /// once every clone of the writer is dropped and the queue is drained.
+///
+/// Cloning it (the layer does for each request, for the response body to send the record
+/// when it ends) is one reference-count increment.
 #[derive(Clone)]
-pub struct AccessLogWriter {
+pub struct AccessLogWriter(Arc<Handle>);
+
+struct Handle {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
 }
@@ -145,20 +150,20 @@ impl AccessLogWriter {
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || run(&rx, sink, &format, &thread_shared))?;
-        Ok(Self { tx, shared })
+        Ok(Self(Arc::new(Handle { tx, shared })))
     }
 
     /// Queues `record`; returns `false` (and counts it) when the queue is full or the writer
     /// thread has stopped. Never blocks; a record given unboxed is boxed (the queue holds
     /// boxes, so a boxed record is queued without a copy or an allocation).
     pub fn send(&self, record: impl Into<Box<Record>>) -> bool {
-        match self.tx.try_send(Msg::Record(record.into())) {
+        match self.0.tx.try_send(Msg::Record(record.into())) {
             Ok(()) => {
-                self.shared.sent.fetch_add(1, Ordering::Relaxed);
+                self.0.shared.sent.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                self.0.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
@@ -166,29 +171,29 @@ impl AccessLogWriter {
 
     /// Lines lost so far: queue full, writer stopped, or output errors.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.0.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// The dropped-records counter (shared with [`WriterConfig::dropped`]).
     pub fn dropped_counter(&self) -> &Arc<AtomicU64> {
-        &self.shared.dropped
+        &self.0.shared.dropped
     }
 
     /// Lines written to the output so far.
     pub fn written(&self) -> u64 {
-        self.shared.written.load(Ordering::Relaxed)
+        self.0.shared.written.load(Ordering::Relaxed)
     }
 
     /// Records waiting in the queue (approximate while records are being sent).
     pub fn queued(&self) -> usize {
-        let sent = self.shared.sent.load(Ordering::Relaxed);
-        let received = self.shared.received.load(Ordering::Relaxed);
+        let sent = self.0.shared.sent.load(Ordering::Relaxed);
+        let received = self.0.shared.received.load(Ordering::Relaxed);
         usize::try_from(sent.saturating_sub(received)).unwrap_or(usize::MAX)
     }
 
     /// The queue's bound.
     pub fn capacity(&self) -> usize {
-        self.shared.capacity
+        self.0.shared.capacity
     }
 
     /// Blocks the calling thread until every record queued before this call is written and
@@ -198,7 +203,7 @@ impl AccessLogWriter {
     /// the output does.
     pub fn flush_blocking(&self) -> bool {
         let (ack, done) = mpsc::channel();
-        if self.tx.send(Msg::Flush(ack)).is_err() {
+        if self.0.tx.send(Msg::Flush(ack)).is_err() {
             return false;
         }
         done.recv().is_ok()
@@ -208,7 +213,7 @@ impl AccessLogWriter {
 impl fmt::Debug for AccessLogWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessLogWriter")
-            .field("capacity", &self.shared.capacity)
+            .field("capacity", &self.0.shared.capacity)
             .field("queued", &self.queued())
             .field("dropped", &self.dropped())
             .finish()

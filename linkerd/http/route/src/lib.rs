@@ -16,7 +16,7 @@
 //! );
 //! let table = RouteTable::new(vec![route], vec![]).expect("valid routes");
 //!
-//! // Called once per rule with backends; the service is cached and cloned per request.
+//! // Called once per rule with backends; each router clone calls its own copy of it.
 //! let make = |rule: &Rule<&'static str>| {
 //!     let policy = *rule.policy();
 //!     tower::service_fn(move |req: http::Request<_>| async move {

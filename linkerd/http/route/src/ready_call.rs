@@ -45,6 +45,31 @@ impl<S: Service<R>, R> ReadyCall<S, R> {
     }
 }
 
+impl<S: Service<R> + Clone, R> ReadyCall<S, R> {
+    /// As [`ReadyCall::new`] on `svc` itself, which stays with the caller for its next
+    /// requests: called at once when ready now, else a clone is driven to readiness. The flag
+    /// is `true` when `svc` failed its readiness check, and so must not be called again.
+    #[inline(always)]
+    pub(crate) fn in_place(svc: &mut S, req: R) -> (Self, bool) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => (
+                Self::Called {
+                    future: svc.call(req),
+                },
+                false,
+            ),
+            Poll::Ready(Err(error)) => (Self::Failed { error: Some(error) }, true),
+            Poll::Pending => (
+                Self::Waiting {
+                    call: Box::pin(Oneshot::new(svc.clone(), req)),
+                },
+                false,
+            ),
+        }
+    }
+}
+
 impl<S: Service<R>, R> Future for ReadyCall<S, R> {
     type Output = Result<S::Response, S::Error>;
 
@@ -126,6 +151,40 @@ mod tests {
         assert!(matches!(*fut, ReadyCall::Called { .. }));
         assert_eq!(s.calls.load(Ordering::SeqCst), 1, "called in new");
         assert_eq!(poll(fut.as_mut()), Poll::Ready(Ok(2)));
+    }
+
+    #[test]
+    fn in_place_calls_the_callers_service_when_ready() {
+        let mut s = svc(0, false);
+        let (fut, failed) = ReadyCall::in_place(&mut s, 1);
+        let mut fut = pin!(fut);
+        assert!(!failed);
+        assert!(matches!(*fut, ReadyCall::Called { .. }));
+        assert_eq!(s.calls.load(Ordering::SeqCst), 1, "called in place");
+        assert_eq!(poll(fut.as_mut()), Poll::Ready(Ok(2)));
+    }
+
+    #[test]
+    fn in_place_drives_a_clone_of_a_pending_service() {
+        let mut s = svc(2, false);
+        let (fut, failed) = ReadyCall::in_place(&mut s, 1);
+        let mut fut = pin!(fut);
+        assert!(!failed);
+        assert!(matches!(*fut, ReadyCall::Waiting { .. }));
+        assert_eq!(s.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(poll(fut.as_mut()), Poll::Pending);
+        assert_eq!(poll(fut.as_mut()), Poll::Ready(Ok(2)));
+        assert_eq!(s.calls.load(Ordering::SeqCst), 1, "the clone was called");
+    }
+
+    #[test]
+    fn in_place_reports_a_failed_service() {
+        let mut s = svc(0, true);
+        let (fut, failed) = ReadyCall::in_place(&mut s, 1);
+        let mut fut = pin!(fut);
+        assert!(failed, "the caller drops it");
+        assert_eq!(poll(fut.as_mut()), Poll::Ready(Err("not ready")));
+        assert_eq!(s.calls.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -42,12 +42,23 @@ pub struct RouteLayer<P> {
 ///
 /// Per request: inserts the [`RouteMatch`] and the rule's policy `P` into the request
 /// extensions, applies the rule's filters in order, answers redirects, injected failures, no
-/// route (404) and no backends (500) itself, and otherwise calls a clone of the rule's cached
-/// service with a [`MirrorBody`]. The response (synthetic or not) gets the `RouteMatch`
-/// extension and the rule's `ResponseHeaderModifier`s.
+/// route (404) and no backends (500) itself, and otherwise calls the rule's service with a
+/// [`MirrorBody`]. The response (synthetic or not) gets the `RouteMatch` extension and the
+/// rule's `ResponseHeaderModifier`s.
+///
+/// # Service clones
+///
+/// Each rule's service is built once and shared. A clone of the `Router` (one per
+/// connection, say) keeps its own clone of the last rule's service it called and calls it in
+/// place while requests keep matching that rule: a run of requests to one rule clones the
+/// service once, not once per request. A service that is not ready at once is cloned and the
+/// clone driven to readiness in the response future, so one saturated rule never holds up
+/// requests to another.
 pub struct Router<P, S> {
     table: Arc<RouteTable<P>>,
     services: Arc<[Option<S>]>,
+    /// This clone's copy of the service of the rule it called last, and that rule's id.
+    current: Option<(usize, S)>,
     response_headers: Arc<[Arc<[HeaderModifier]>]>,
     listen_port: Option<u16>,
     mirror: Option<MirrorService>,
@@ -86,6 +97,12 @@ pin_project! {
 enum Then<S, R, RB> {
     Respond(Response<RouteBody<RB>>),
     Call(S, R),
+}
+
+/// What a request leads to once the filters ran, before a service is picked.
+enum Next<R, RB> {
+    Respond(Response<RouteBody<RB>>),
+    Call(R),
 }
 
 // === impl MakeRoute ===
@@ -215,6 +232,7 @@ impl<P, M: MakeRoute<P>> tower_layer::Layer<M> for RouteLayer<P> {
         Router {
             table: self.table.clone(),
             services: services.into(),
+            current: None,
             response_headers: response_headers.into(),
             listen_port: self.listen_port,
             mirror: self.mirror.clone(),
@@ -246,11 +264,13 @@ impl<P, S> Router<P, S> {
     }
 }
 
-impl<P, S: Clone> Clone for Router<P, S> {
+impl<P, S> Clone for Router<P, S> {
+    /// A router over the same table and services, without this one's current service.
     fn clone(&self) -> Self {
         Self {
             table: self.table.clone(),
             services: self.services.clone(),
+            current: None,
             response_headers: self.response_headers.clone(),
             listen_port: self.listen_port,
             mirror: self.mirror.clone(),
@@ -293,8 +313,9 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, Request<MirrorBody<B>>, RB>;
 
-    /// Always ready: the selected rule's service is cloned and driven to readiness inside the
-    /// response future, so one saturated rule never blocks the others.
+    /// Always ready: a rule's service that is not ready when a request for it arrives is
+    /// cloned and driven to readiness inside the response future, so one saturated rule never
+    /// blocks the others.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
@@ -316,8 +337,11 @@ where
             );
         };
         let id = RouteTable::<P>::rule_id(&matched);
-        let rule = self.table.rules()[id].clone();
-        let response_headers = Some(self.response_headers[id].clone());
+        let rule = &self.table.rules()[id];
+        // Most rules have no response header modifiers: nothing to carry to the response.
+        let response_headers = Some(&self.response_headers[id])
+            .filter(|m| !m.is_empty())
+            .cloned();
         req.extensions_mut().insert(matched.clone());
         if self.policy_extension {
             req.extensions_mut().insert(rule.policy().clone());
@@ -360,42 +384,72 @@ where
             }
         }
 
-        let then = match answer {
+        let next = match answer {
             Some(rsp) => {
                 // A proxy answer reads no body: only a request already complete is mirrored.
                 if let Some(mirror) = &self.mirror {
                     crate::mirror::mirror_unread(req.body(), mirror_heads, mirror);
                 }
-                Then::Respond(rsp)
+                Next::Respond(rsp)
             }
-            None => match self.services[id].clone() {
-                Some(svc) => {
-                    let (parts, body) = req.into_parts();
-                    let body = match &self.mirror {
-                        Some(mirror) => MirrorBody::mirrored(body, mirror_heads, mirror),
-                        None => MirrorBody::passthrough(body),
-                    };
-                    Then::Call(svc, Request::from_parts(parts, body))
-                }
-                None => Then::Respond(synthetic(&ProxyError::no_backends(), protocol)),
-            },
+            None if self.services[id].is_some() => {
+                let (parts, body) = req.into_parts();
+                let body = match &self.mirror {
+                    Some(mirror) => MirrorBody::mirrored(body, mirror_heads, mirror),
+                    None => MirrorBody::passthrough(body),
+                };
+                Next::Call(Request::from_parts(parts, body))
+            }
+            None => Next::Respond(synthetic(&ProxyError::no_backends(), protocol)),
         };
-        let state = if delay.is_zero() {
-            match then {
-                Then::Respond(rsp) => State::Respond {
-                    rsp: Some(Box::new(rsp)),
-                },
-                Then::Call(svc, req) => State::Call {
-                    call: ReadyCall::new(svc, req),
-                },
-            }
-        } else {
-            State::Delay {
-                sleep: Box::pin(tokio::time::sleep(delay)),
-                then: Some(Box::new(then)),
+        let state = match next {
+            Next::Respond(rsp) if delay.is_zero() => State::Respond {
+                rsp: Some(Box::new(rsp)),
+            },
+            Next::Call(req) if delay.is_zero() => self.call_rule(id, req, protocol),
+            next => {
+                // The rule's service is called once the delay ends: a clone of its own.
+                let then = match next {
+                    Next::Respond(rsp) => Then::Respond(rsp),
+                    Next::Call(req) => match self.services[id].clone() {
+                        Some(svc) => Then::Call(svc, req),
+                        None => Then::Respond(synthetic(&ProxyError::no_backends(), protocol)),
+                    },
+                };
+                State::Delay {
+                    sleep: Box::pin(tokio::time::sleep(delay)),
+                    then: Some(Box::new(then)),
+                }
             }
         };
         ResponseFuture::new(state, Some(matched), response_headers)
+    }
+}
+
+impl<P, S> Router<P, S> {
+    /// Calls the service of rule `id` (which has one) with `req`: this router's current
+    /// service when it is that rule's, else a fresh clone of the rule's service, kept as the
+    /// current one.
+    #[inline(always)]
+    fn call_rule<R, RB>(&mut self, id: usize, req: R, protocol: Protocol) -> State<S, R, RB>
+    where
+        S: Service<R, Response = Response<RB>> + Clone,
+    {
+        if !matches!(&self.current, Some((current, _)) if *current == id) {
+            self.current = self.services[id].clone().map(|svc| (id, svc));
+        }
+        let Some((_, svc)) = self.current.as_mut() else {
+            return State::Respond {
+                rsp: Some(Box::new(synthetic(&ProxyError::no_backends(), protocol))),
+            };
+        };
+        let (call, failed) = ReadyCall::in_place(svc, req);
+        if failed {
+            // A service that failed its readiness check is done: the next request clones
+            // the rule's service again.
+            self.current = None;
+        }
+        State::Call { call }
     }
 }
 

@@ -24,9 +24,14 @@ use tower_service::Service;
 /// response future (as tower's `Oneshot` does), so backends should be cheap to clone (for
 /// example a `tower::buffer::Buffer` handle) and apply their own back-pressure there.
 pub struct WeightedSplit<S> {
-    backends: Arc<[(BackendName, S)]>,
+    // One reference count for the whole split: the retry layer clones it per request.
+    inner: Arc<Split<S>>,
+}
+
+struct Split<S> {
+    backends: Box<[(BackendName, S)]>,
     /// Running sums of the weights, aligned with `backends`.
-    cumulative: Arc<[u64]>,
+    cumulative: Box<[u64]>,
     rng: SharedRng,
 }
 
@@ -70,31 +75,36 @@ impl<S> WeightedSplit<S> {
             return Err(NoBackends(()));
         }
         Ok(Self {
-            backends: kept.into(),
-            cumulative: cumulative.into(),
-            rng,
+            inner: Arc::new(Split {
+                backends: kept.into(),
+                cumulative: cumulative.into(),
+                rng,
+            }),
         })
     }
 
     /// The index (among backends with a non-zero weight) of the next pick.
     pub fn pick(&self) -> usize {
-        let total = self.cumulative.last().copied().unwrap_or(0);
-        let r = self.rng.below(total);
-        self.cumulative.partition_point(|&c| c <= r)
+        let split = &*self.inner;
+        if split.cumulative.len() == 1 {
+            // A sole backend: no draw (it would only advance the shared random source).
+            return 0;
+        }
+        let total = split.cumulative.last().copied().unwrap_or(0);
+        let r = split.rng.below(total);
+        split.cumulative.partition_point(|&c| c <= r)
     }
 
     /// The backends that can be picked, in the order given.
     pub fn backends(&self) -> impl Iterator<Item = &BackendName> {
-        self.backends.iter().map(|(n, _)| n)
+        self.inner.backends.iter().map(|(n, _)| n)
     }
 }
 
 impl<S> Clone for WeightedSplit<S> {
     fn clone(&self) -> Self {
         Self {
-            backends: self.backends.clone(),
-            cumulative: self.cumulative.clone(),
-            rng: self.rng.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -104,7 +114,7 @@ impl<S> fmt::Debug for WeightedSplit<S> {
         let names: Vec<&BackendName> = self.backends().collect();
         f.debug_struct("WeightedSplit")
             .field("backends", &names)
-            .field("cumulative", &self.cumulative)
+            .field("cumulative", &self.inner.cumulative)
             .finish_non_exhaustive()
     }
 }
@@ -123,8 +133,8 @@ where
 
     #[inline(always)]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let i = self.pick().min(self.backends.len() - 1);
-        let (name, svc) = &self.backends[i];
+        let i = self.pick().min(self.inner.backends.len() - 1);
+        let (name, svc) = &self.inner.backends[i];
         req.extensions_mut().insert(name.clone());
         SplitFuture {
             call: Oneshot::new(svc.clone(), req),

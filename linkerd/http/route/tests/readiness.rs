@@ -117,3 +117,120 @@ async fn a_readiness_failure_is_the_requests_error() {
         "after waiting"
     );
 }
+
+/// A rule service that counts its clones and answers with its rule's name.
+struct Counted {
+    name: &'static str,
+    clones: Arc<AtomicUsize>,
+    ready: bool,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            name: self.name,
+            clones: self.clones.clone(),
+            ready: self.ready,
+        }
+    }
+}
+
+impl tower::Service<Request<MirrorBody<String>>> for Counted {
+    type Response = Response<String>;
+    type Error = &'static str;
+    type Future = Ready<Result<Response<String>, &'static str>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.ready {
+            return Poll::Ready(Ok(()));
+        }
+        // Not ready for its first check, ready for its clone's.
+        self.ready = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn call(&mut self, _: Request<MirrorBody<String>>) -> Self::Future {
+        ready(Ok(Response::new(self.name.to_owned())))
+    }
+}
+
+const TWO_RULES: &str = "
+routes:
+  - name: r
+    rules:
+      - matches: [{ path: { type: PathPrefix, value: /a } }]
+        backendRefs: [{ name: a }]
+      - matches: [{ path: { type: PathPrefix, value: /b } }]
+        backendRefs: [{ name: b }]
+";
+
+#[tokio::test]
+async fn a_router_clone_keeps_the_service_of_the_rule_it_called_last() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let make_clones = clones.clone();
+    let layer = RouteLayer::new(support::table(TWO_RULES));
+    let router = layer.layer(move |rule: &Rule<RuleExtensions>| Counted {
+        name: if rule.backends()[0].name.as_str() == "a" {
+            "a"
+        } else {
+            "b"
+        },
+        clones: make_clones.clone(),
+        ready: true,
+    });
+    let mut conn = router.clone();
+    let mut send = async |path: &str| {
+        let req = Request::get(format!("http://example.com{path}"))
+            .body(String::new())
+            .expect("request");
+        let rsp = tower::Service::call(conn.ready().await.expect("ready"), req)
+            .await
+            .expect("answered");
+        rsp.into_body().into_inner().unwrap_or_default()
+    };
+    assert_eq!(send("/a").await, "a");
+    assert_eq!(clones.load(Ordering::SeqCst), 1, "cloned on first use");
+    assert_eq!(send("/a/1").await, "a");
+    assert_eq!(send("/a/2").await, "a");
+    assert_eq!(clones.load(Ordering::SeqCst), 1, "called in place");
+    assert_eq!(send("/b").await, "b");
+    assert_eq!(send("/b").await, "b");
+    assert_eq!(clones.load(Ordering::SeqCst), 2, "the other rule's, once");
+    assert_eq!(send("/a").await, "a");
+    assert_eq!(clones.load(Ordering::SeqCst), 3, "back to the first rule");
+
+    // Another clone of the router starts without a current service.
+    let mut other = router.clone();
+    let req = Request::get("http://example.com/a")
+        .body(String::new())
+        .expect("request");
+    let rsp = tower::Service::call(other.ready().await.expect("ready"), req)
+        .await
+        .expect("answered");
+    assert_eq!(rsp.into_body().into_inner().as_deref(), Some("a"));
+    assert_eq!(clones.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_current_service_not_ready_is_kept_and_a_clone_waited_for() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let make_clones = clones.clone();
+    let mut router =
+        RouteLayer::new(support::table(ROUTES)).layer(move |_: &Rule<RuleExtensions>| Counted {
+            name: "r",
+            clones: make_clones.clone(),
+            ready: false,
+        });
+    for expected_clones in [2, 2] {
+        let req = Request::get("http://example.com/")
+            .body(String::new())
+            .expect("request");
+        let rsp = tower::Service::call(router.ready().await.expect("ready"), req)
+            .await
+            .expect("answered once the clone is ready");
+        assert_eq!(rsp.into_body().into_inner().as_deref(), Some("r"));
+        assert_eq!(clones.load(Ordering::SeqCst), expected_clones);
+    }
+}
