@@ -1,8 +1,9 @@
 //! Route metrics for the answers no rule stack records: the router's own answers (no route,
 //! redirect, injected failure, rule without backends) and the upgrade layer's (bad request).
 //!
-//! A rule's stack records every request it serves and marks its responses with
-//! [`RouteRecorded`]; this layer, between error mapping and upgrade, records the others in
+//! A rule's stack records every request it serves (its responses reach this layer with the
+//! rule's body, not a synthetic one: [`RouteBody::is_synthetic`](linkerd_http_route::RouteBody::is_synthetic));
+//! this layer, between error mapping and upgrade, records the others in
 //! `outbound_{http,grpc}_route_request_statuses_total` and friends, so every row of DESIGN.md
 //! section 5 shows up with its `error` label. The route is the one the router matched (its
 //! `RouteMatch` response extension), or `route_name=""` when none matched (no route, bad
@@ -22,10 +23,6 @@ use std::{
     task::{Context, Poll},
 };
 use tower::{Layer, Service, ServiceExt};
-
-/// Response extension: a rule's route metrics recorded this request.
-#[derive(Copy, Clone, Debug, Default)]
-pub struct RouteRecorded;
 
 /// Records the requests no rule stack recorded.
 #[derive(Clone, Debug)]
@@ -128,7 +125,8 @@ where
                 return record.as_mut().poll(cx);
             }
             let rsp = std::task::ready!(this.inner.as_mut().poll(cx))?;
-            if rsp.extensions().get::<RouteRecorded>().is_some() {
+            // A rule's answer: its stack recorded it.
+            if !rsp.body().is_synthetic() {
                 return Poll::Ready(Ok(rsp));
             }
             let metrics = this

@@ -18,7 +18,10 @@ use http_body::{Body, Frame, SizeHint};
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -26,15 +29,18 @@ use tokio::time::Instant;
 
 /// What one HTTP/1.1 connection's timer reads: whether a request is in the stack or its
 /// response body still with hyper, and since when the connection has been idle.
+///
+/// Atomics rather than a lock: a request marks and unmarks the connection with one
+/// read-modify-write each, where a mutex took two.
 #[derive(Debug)]
-pub(crate) struct HeadWatch(Mutex<Watched>);
-
-#[derive(Debug)]
-struct Watched {
+pub(crate) struct HeadWatch {
+    /// When the connection started: `idle_since` counts from here.
+    start: Instant,
     /// Requests in the stack, or whose response body hyper still holds.
-    busy: usize,
-    /// When `busy` last fell to 0 (or the connection started).
-    idle_since: Instant,
+    busy: AtomicUsize,
+    /// Nanoseconds from `start` to when a request last ended (so to when `busy` last fell
+    /// to 0, once it is 0).
+    idle_since: AtomicU64,
 }
 
 /// Marks its connection busy from the stack's call until dropped (with the response body,
@@ -58,37 +64,42 @@ pin_project_lite::pin_project! {
 impl HeadWatch {
     /// A connection that starts waiting for its first head now.
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self(Mutex::new(Watched {
-            busy: 0,
-            idle_since: Instant::now(),
-        })))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Watched> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        Arc::new(Self {
+            start: Instant::now(),
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        })
     }
 
     /// Marks the connection busy (a head is complete) until the guard drops.
     pub(crate) fn busy(self: &Arc<Self>) -> BusyGuard {
-        self.lock().busy += 1;
+        self.busy.fetch_add(1, Ordering::Relaxed);
         BusyGuard(self.clone())
     }
 
     /// The instant at which the connection will have waited `timeout` for a head, if it is
     /// waiting for one (`None` while a request is in flight).
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
-        let watched = self.lock();
-        (watched.busy == 0).then(|| watched.idle_since + timeout)
+        // Acquire: the stamp of the request that brought `busy` to 0 is visible.
+        if self.busy.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let idle = Duration::from_nanos(self.idle_since.load(Ordering::Relaxed));
+        Some(self.start + idle + timeout)
     }
 }
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        let mut watched = self.0.lock();
-        watched.busy -= 1;
-        if watched.busy == 0 {
-            watched.idle_since = Instant::now();
-        }
+        let watch = &*self.0;
+        // Stamped before `busy` falls, so a reader that sees 0 sees this stamp (or a later
+        // one). A stamp from a request that was not the last one is harmless: `idle_since`
+        // is only read while `busy` is 0, and the last request to end stamps again.
+        let nanos = watch.start.elapsed().as_nanos();
+        watch
+            .idle_since
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+        watch.busy.fetch_sub(1, Ordering::Release);
     }
 }
 

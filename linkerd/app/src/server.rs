@@ -6,6 +6,7 @@ use crate::{
     head_timeout::{BusyGuard, HeadWatch, WatchedBody, with_head_timeout},
 };
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -88,7 +89,7 @@ pub async fn serve<S>(
             // per connection (see `head_timeout`); HTTP/2 has no such timeout.
             let watch = (protocol != "http2").then(HeadWatch::new);
             let svc = ConnService {
-                inner: std::sync::Mutex::new(svc),
+                inner: std::cell::RefCell::new(svc),
                 client: ClientAddr(peer),
                 watch: watch.clone(),
             };
@@ -170,8 +171,10 @@ async fn detect(stream: &TcpStream, timeout: Duration) -> Option<&'static str> {
 /// responses carry no body on any protocol (hyper's HTTP/2 server would send one, and h2
 /// clients reset such streams); `content-length` is kept. Also records the client's address.
 struct ConnService<S> {
-    /// Locked only to start a call: requests of one connection are started by its task.
-    inner: std::sync::Mutex<S>,
+    /// Borrowed only to start a call: requests of one connection are started by its task,
+    /// one at a time (hyper calls the service from the connection's future, which owns this
+    /// value and is never shared between threads), so no lock is needed.
+    inner: std::cell::RefCell<S>,
     client: ClientAddr,
     /// HTTP/1.1: marked busy from each call until hyper drops the response body.
     watch: Option<Arc<HeadWatch>>,
@@ -188,10 +191,9 @@ where
     type Response = Response<WatchedBody>;
     type Error = BoxError;
     type Future = NormalizeFuture<
-        Pin<
-            Box<
-                futures_util::future::Either<S::Future, tower::util::Oneshot<S, Request<Incoming>>>,
-            >,
+        Either<
+            Pin<Box<Either<S::Future, tower::util::Oneshot<S, Request<Incoming>>>>>,
+            std::future::Ready<Result<Response<BoxBody>, BoxError>>,
         >,
     >;
 
@@ -203,12 +205,14 @@ where
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
         let busy = self.watch.as_ref().map(HeadWatch::busy);
-        let mut svc = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        NormalizeFuture {
-            inner: Box::pin(crate::stack::call_now(&mut *svc, req)),
-            head,
-            busy,
-        }
+        let inner = match self.inner.try_borrow_mut() {
+            Ok(mut svc) => Either::Left(Box::pin(crate::stack::call_now(&mut *svc, req))),
+            // A call from within a call, which hyper never makes.
+            Err(_) => Either::Right(std::future::ready(Err(
+                "connection service called re-entrantly".into(),
+            ))),
+        };
+        NormalizeFuture { inner, head, busy }
     }
 }
 

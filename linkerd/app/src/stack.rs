@@ -9,7 +9,7 @@ use crate::{
     BoxBody, BoxError,
     backend::{BackendHandle, BackendParams, Discovery, EndpointParams, SystemResolver},
     config::{BackendConfig, BackendProtocol, Config},
-    edge_metrics::{EdgeMetricsLayer, RouteRecorded, TagRouteErrorsLayer},
+    edge_metrics::{EdgeMetricsLayer, TagRouteErrorsLayer},
     errors::ErrorMapLayer,
     tap::{Tap, TapLayer},
 };
@@ -370,11 +370,7 @@ fn rule_stack(
 
     let svc = ServiceBuilder::new()
         .layer(TagRouteErrorsLayer)
-        .map_response(|rsp: Response<_>| {
-            let mut rsp = rsp.map(box_body);
-            rsp.extensions_mut().insert(RouteRecorded);
-            rsp
-        })
+        .map_response(|rsp: Response<_>| rsp.map(box_body))
         .layer(families.route_layer(route_name))
         .layer(stream_layer)
         .service(retried);

@@ -42,6 +42,12 @@ impl<B> RouteBody<B> {
         }
     }
 
+    /// Whether this is the empty body of a response the router answered itself (not its
+    /// rule's service).
+    pub const fn is_synthetic(&self) -> bool {
+        matches!(self.inner, Inner::Empty)
+    }
+
     /// The inner body, unless this is a synthetic response's empty body.
     pub fn into_inner(self) -> Option<B> {
         match self.inner {
@@ -83,5 +89,25 @@ impl<B: Body> Body for RouteBody<B> {
             Inner::Body { body } => body.size_hint(),
             Inner::Empty => SizeHint::with_exact(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteBody;
+    use http_body::Body;
+
+    #[test]
+    fn a_synthetic_body_is_told_apart_from_a_services() {
+        let synthetic = RouteBody::<String>::empty();
+        assert!(synthetic.is_synthetic());
+        assert!(synthetic.is_end_stream());
+        assert!(RouteBody::<String>::default().is_synthetic());
+        let routed = RouteBody::new(String::new());
+        assert!(
+            !routed.is_synthetic(),
+            "even when the service's body is empty"
+        );
+        assert_eq!(routed.into_inner().as_deref(), Some(""));
     }
 }
