@@ -396,7 +396,10 @@ impl<B: Body> Body for RequestBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // No counter: the body was at its end when the request arrived, and stays there.
+        // Answered here, as the layers below ask again and again: an HTTP/2 body asks its
+        // connection, under the connection's lock.
+        self.bytes.is_none() || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

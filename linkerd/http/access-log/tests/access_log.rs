@@ -659,3 +659,48 @@ async fn bodies_forward_size_hint_and_end_of_stream() {
         "an empty body is a complete response"
     );
 }
+
+/// A bodiless request body that counts how often it is asked whether it has ended.
+struct Asked(Arc<std::sync::atomic::AtomicUsize>);
+
+impl http_body::Body for Asked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_at_its_end_answers_is_end_stream_itself() {
+    use http_body::Body as _;
+    let lines = Lines::default();
+    let writer = writer(&lines, 8);
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(AccessLogLayer::new(writer.clone()))
+        .service(service_fn(|req: Request<RequestBody<Asked>>| async move {
+            for _ in 0..3 {
+                assert!(req.body().is_end_stream());
+            }
+            Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
+        }));
+    let req = Request::get("/")
+        .body(Asked(asked.clone()))
+        .expect("request");
+    svc.oneshot(req).await.expect("response");
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked once, when the request arrived"
+    );
+}
