@@ -166,6 +166,25 @@ routes:
         backendRefs: [{ name: b }]
 ";
 
+/// Sends `GET http://example.com{path}` through `router` (a router over [`Counted`] rule
+/// services) and returns the name of the rule that answered.
+async fn answer<S>(router: &mut S, path: &str) -> String
+where
+    S: tower::Service<
+            Request<String>,
+            Response = Response<linkerd_http_route::RouteBody<String>>,
+            Error = &'static str,
+        >,
+{
+    let req = Request::get(format!("http://example.com{path}"))
+        .body(String::new())
+        .expect("request");
+    let rsp = tower::Service::call(router.ready().await.expect("ready"), req)
+        .await
+        .expect("answered");
+    rsp.into_body().into_inner().unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_router_clone_keeps_the_service_of_the_rule_it_called_last() {
     let clones = Arc::new(AtomicUsize::new(0));
@@ -181,35 +200,20 @@ async fn a_router_clone_keeps_the_service_of_the_rule_it_called_last() {
         ready: true,
     });
     let mut conn = router.clone();
-    let mut send = async |path: &str| {
-        let req = Request::get(format!("http://example.com{path}"))
-            .body(String::new())
-            .expect("request");
-        let rsp = tower::Service::call(conn.ready().await.expect("ready"), req)
-            .await
-            .expect("answered");
-        rsp.into_body().into_inner().unwrap_or_default()
-    };
-    assert_eq!(send("/a").await, "a");
+    assert_eq!(answer(&mut conn, "/a").await, "a");
     assert_eq!(clones.load(Ordering::SeqCst), 1, "cloned on first use");
-    assert_eq!(send("/a/1").await, "a");
-    assert_eq!(send("/a/2").await, "a");
+    assert_eq!(answer(&mut conn, "/a/1").await, "a");
+    assert_eq!(answer(&mut conn, "/a/2").await, "a");
     assert_eq!(clones.load(Ordering::SeqCst), 1, "called in place");
-    assert_eq!(send("/b").await, "b");
-    assert_eq!(send("/b").await, "b");
+    assert_eq!(answer(&mut conn, "/b").await, "b");
+    assert_eq!(answer(&mut conn, "/b").await, "b");
     assert_eq!(clones.load(Ordering::SeqCst), 2, "the other rule's, once");
-    assert_eq!(send("/a").await, "a");
+    assert_eq!(answer(&mut conn, "/a").await, "a");
     assert_eq!(clones.load(Ordering::SeqCst), 3, "back to the first rule");
 
     // Another clone of the router starts without a current service.
     let mut other = router.clone();
-    let req = Request::get("http://example.com/a")
-        .body(String::new())
-        .expect("request");
-    let rsp = tower::Service::call(other.ready().await.expect("ready"), req)
-        .await
-        .expect("answered");
-    assert_eq!(rsp.into_body().into_inner().as_deref(), Some("a"));
+    assert_eq!(answer(&mut other, "/a").await, "a");
     assert_eq!(clones.load(Ordering::SeqCst), 4);
 }
 
@@ -224,13 +228,7 @@ async fn a_current_service_not_ready_is_kept_and_a_clone_waited_for() {
             ready: false,
         });
     for expected_clones in [2, 2] {
-        let req = Request::get("http://example.com/")
-            .body(String::new())
-            .expect("request");
-        let rsp = tower::Service::call(router.ready().await.expect("ready"), req)
-            .await
-            .expect("answered once the clone is ready");
-        assert_eq!(rsp.into_body().into_inner().as_deref(), Some("r"));
+        assert_eq!(answer(&mut router, "/").await, "r", "answered once ready");
         assert_eq!(clones.load(Ordering::SeqCst), expected_clones);
     }
 }
