@@ -5,7 +5,7 @@
 # cache misses, so it ranks user-space changes, not whole-process CPU; `-c` adds callgrind's
 # cache simulation, which counts those misses too.
 #
-# usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] TARGET...
+# usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] [-a] TARGET...
 #   TARGET is BINARY[:CONFIG] (a proxy binary, CONFIG defaults to benches/proxy.yaml) or
 #   `passthrough` (or `passthrough:BINARY`). Example, before and after a change:
 #     cp target/release/examples/proxy /tmp/proxy-before   # ... change, rebuild ...
@@ -24,6 +24,11 @@
 #       its proxy/passthrough ratio came within 1% of the full runs' CPU ratio; on HTTP/1.1,
 #       where about half the CPU per request is the kernel's, it says nothing about the whole).
 #       Slower (about 2x).
+#   -a: also count the locked (atomic read-modify-write) instructions the target's own binary
+#       executes per request: callgrind counts each as one instruction, but on hardware each
+#       costs tens of cycles. Records per-instruction counts (`--dump-instr=yes`) and matches
+#       the executed addresses against `objdump`'s `lock`-prefixed and `xchg` instructions
+#       (the C library's are not counted). Needs binutils.
 #
 # Work paced by the clock is over-weighted: under callgrind the proxy serves a few hundred
 # requests a second, so its tap (at most 200 recorded a second) records about two thirds of
@@ -43,20 +48,22 @@ REQUESTS=4000
 STREAMS=32
 KEEP=
 CACHE=()
-while getopts "p:s:n:k:c" opt; do
+ATOMICS=
+while getopts "p:s:n:k:ca" opt; do
     case $opt in
         p) PROTO=$OPTARG ;;
         s) STREAMS=$OPTARG ;;
         n) REQUESTS=$OPTARG ;;
         k) KEEP=$OPTARG ;;
         c) CACHE=(--cache-sim=yes --D1=65536,8,64 --LL=1048576,16,64) ;;
+        a) ATOMICS=1 ;;
         *) exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
 [[ $# -gt 0 && "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -gt 0 && "$STREAMS" =~ ^[0-9]+$ &&
     "$STREAMS" -gt 0 ]] ||
-    { echo "usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] TARGET..." >&2; exit 2; }
+    { echo "usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] [-a] TARGET..." >&2; exit 2; }
 case $PROTO in
     h1) LOAD=(--h1 -c16) ;;
     h2c) LOAD=(-c16 -m"$STREAMS") ;;
@@ -81,6 +88,7 @@ for target in "$@"; do
     out=$TMP/cg.$i
     cg=(valgrind --tool=callgrind "${CACHE[@]}" --compress-strings=no --compress-pos=no
         --callgrind-out-file="$out")
+    [[ -n "$ATOMICS" ]] && cg+=(--dump-instr=yes)
     start_target "$target" "${cg[@]}"
     pid=$TARGET_PID
     PIDS+=("$pid")
@@ -106,5 +114,32 @@ for target in "$@"; do
             printf "%s: per request %.0f I1 misses, %.0f / %.0f L1d read / write misses, %.1f / %.1f last-level read / write misses, %.1fk estimated cycles\n",
                 t, $5 / n, $6 / n, $7 / n, $9 / n, $10 / n,
                 ($2 + 10 * ($5 + $6 + $7) + 100 * ($8 + $9 + $10)) / n / 1000; exit }' "$part"
+    fi
+    if [[ -n "$ATOMICS" ]]; then
+        case $target in
+            passthrough) bin=$BIN/passthrough ;;
+            passthrough:*) bin=${target#passthrough:} ;;
+            *) bin=${target%%:*} ;;
+        esac
+        bin=$(readlink -f "$bin")
+        # The addresses of the binary's locked instructions, then the executed count of each
+        # (an instruction line's third field; the line after `calls=` is a call's inclusive
+        # cost, not an instruction's), for lines of the binary's own object.
+        objdump -d --no-show-raw-insn "$bin" |
+            awk '$2 == "lock" || $2 ~ /^xchg/ { a = $1; sub(":", "", a); print a }' >"$TMP/locks"
+        awk -v n="$REQUESTS" -v t="$target" -v bin="$bin" '
+            FNR == NR { sub(/^0+/, "", $1); lock[$1] = 1; next }
+            /^ob=/ { own = (substr($0, 4) == bin); next }
+            /^calls=/ { skip = 1; next }
+            /^0x/ {
+                if (skip) { skip = 0; next }
+                if (!own) next
+                a = substr($1, 3); sub(/^0+/, "", a)
+                if (a in lock) count += $3
+                next
+            }
+            { skip = 0 }
+            END { printf "%s: %.1f locked instructions per request\n", t, count / n }
+        ' "$TMP/locks" "$part"
     fi
 done
