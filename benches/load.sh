@@ -12,7 +12,13 @@
 #   TARGETS="direct passthrough proxy nginx"
 #   PROXY_CORE=0 LOAD_CORE=1   the proxy under test runs on PROXY_CORE; wrk/h2load and the
 #                       backend on LOAD_CORE
-#   SKIP_BUILD=1        use the release binaries already in target/release/examples
+#   PGO=1               proxy and passthrough both built profile-guided (benches/pgo.sh:
+#                       trained on the same HTTP/1.1 + h2c load; needs rustc's LLVM version
+#                       of llvm-profdata, installed with apt-get when missing); PGO=0: plain
+#                       release builds. When no matching llvm-profdata can be had, the run
+#                       uses the plain builds and its report says so.
+#   SKIP_BUILD=1        use the binaries already built (target/release/examples, and
+#                       target/pgo/bin with PGO=1)
 #   KEEP_TMP=1          keep the temp dir (configs, logs, raw results) after the run
 #   RESULTS=FILE        also write the result tables (markdown) to FILE
 #
@@ -32,6 +38,7 @@ TARGETS=${TARGETS:-"direct passthrough proxy nginx"}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 RESULTS=${RESULTS:-}
+PGO=${PGO:-1}
 
 BACKEND_PORT=18080
 PASS_PORT=18081
@@ -110,15 +117,33 @@ raise_fd_limit() {
 }
 
 build() {
-    if [[ -n "${SKIP_BUILD:-}" ]]; then
-        return
+    if [[ -z "${SKIP_BUILD:-}" ]]; then
+        log "building release binaries (this takes minutes on 2 cores)"
+        (cd "$ROOT" && cargo build --release --example proxy --example passthrough \
+            --example bench_backend >&2)
     fi
-    log "building release binaries (this takes minutes on 2 cores)"
-    (cd "$ROOT" && cargo build --release --example proxy --example passthrough \
-        --example bench_backend >&2)
+    BUILDS="plain release builds (PGO=0)"
+    if [[ "$PGO" != 0 ]]; then
+        if [[ -n "${SKIP_BUILD:-}" ]]; then
+            [[ -x "$PGO_BIN/proxy" && -x "$PGO_BIN/passthrough" ]] || {
+                log "SKIP_BUILD with PGO=1: missing $PGO_BIN/{proxy,passthrough} (run benches/pgo.sh)"
+                exit 1
+            }
+        elif ! "$ROOT/benches/pgo.sh"; then
+            log "warning: profile-guided builds failed; using the plain release builds"
+            BUILDS="plain release builds (PGO=1 asked for, but benches/pgo.sh failed)"
+            return
+        fi
+        BUILDS="proxy and passthrough both profile-guided (benches/pgo.sh), bench_backend plain"
+        TARGET_BIN=$PGO_BIN
+    fi
 }
 
 BIN="$ROOT/target/release/examples"
+PGO_BIN="$ROOT/target/pgo/bin"
+# Where the proxy and passthrough under test come from (PGO builds replace BIN's).
+TARGET_BIN=$BIN
+BUILDS=
 
 # ---------------------------------------------------------------------------------------------
 # Processes.
@@ -244,13 +269,13 @@ start_target() {
     case "$1" in
     direct) ;;
     passthrough)
-        start_proc passthrough "$PROXY_CORE" "$BIN/passthrough" \
+        start_proc passthrough "$PROXY_CORE" "$TARGET_BIN/passthrough" \
             --listen "127.0.0.1:$PASS_PORT" --upstream "127.0.0.1:$BACKEND_PORT"
         wait_port passthrough "$PASS_PORT"
         ;;
     proxy)
         : >"$TMP/proxy-access.log"
-        start_proc proxy "$PROXY_CORE" "$BIN/proxy" --config "$TMP/proxy.yaml" \
+        start_proc proxy "$PROXY_CORE" "$TARGET_BIN/proxy" --config "$TMP/proxy.yaml" \
             --listen "127.0.0.1:$PROXY_PORT" --admin "127.0.0.1:$ADMIN_PORT"
         wait_port proxy "$PROXY_PORT"
         ;;
@@ -631,9 +656,9 @@ main() {
     raise_fd_limit
     build
     local b
-    for b in proxy passthrough bench_backend; do
-        if [[ ! -x "$BIN/$b" ]]; then
-            log "missing $BIN/$b"
+    for b in "$TARGET_BIN/proxy" "$TARGET_BIN/passthrough" "$BIN/bench_backend"; do
+        if [[ ! -x "$b" ]]; then
+            log "missing $b"
             exit 1
         fi
     done
@@ -646,6 +671,7 @@ main() {
         echo
         echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); nproc: $(nproc); CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
         echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown) ($(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | wc -l) tracked files modified in the work tree)"
+        echo "- builds: $BUILDS"
         echo "- settings: DURATION=${DURATION_S}s RUNS=$RUNS H2_REQUESTS=$H2_REQUESTS CONNS=$CONNS STREAMS=$STREAMS; proxy under test on core $PROXY_CORE, load generator + backend on core $LOAD_CORE"
         echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo

@@ -76,6 +76,22 @@ async fn main() {
     eprintln!("listening on {local}");
     let upstream = args.upstream;
     let http2 = args.http2;
+    // SIGINT or SIGTERM ends the process through `exit`, which runs the exit handlers: an
+    // instrumented build (`benches/pgo.sh`) writes its profile there. A default signal
+    // disposition would end the process without them.
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            std::process::exit(0);
+        }
+    });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

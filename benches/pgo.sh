@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Profile-guided release builds of the proxy and passthrough, for benches/load.sh (PGO=1).
+#
+# usage: benches/pgo.sh
+#
+# 1. Finds `llvm-profdata` of rustc's own LLVM major version (`llvm-profdata-N`, or
+#    `llvm-profdata` when it reports that version); when missing and root, installs Debian's
+#    `llvm-N` with apt-get. Exits 3 when no matching tool can be had: a profile written by
+#    one LLVM major version cannot be read by an older one.
+# 2. Builds `proxy` and `passthrough` instrumented (`-Cprofile-generate`) in target/pgo-gen.
+# 3. Trains each on the same load, pinned as in load.sh (target on core 0, load generator and
+#    backend on core 1), through the plain release build of bench_backend: `wrk -t1 -c64 -d4s`
+#    (HTTP/1.1), then `h2load -c16 -m32 -n100000` (h2c); the proxy with benches/proxy.yaml.
+#    Each target exits on SIGTERM through `exit`, which writes its profile.
+# 4. Builds each example with its own profile (`-Cprofile-use`, target/pgo/NAME.profdata) in
+#    target/pgo-use-NAME, and copies the binaries to target/pgo/bin.
+#
+# Needs the plain release build of bench_backend (load.sh builds it first), wrk and h2load.
+# Loopback only (ports 18080/18082/18083); every process is stopped by its PID.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/target/release/examples
+PGO_DIR=$ROOT/target/pgo
+log() { echo "[pgo.sh] $*" >&2; }
+
+llvm_major=$(rustc -vV | awk '/^LLVM version:/ { split($3, v, "."); print v[1] }')
+if [[ -z "$llvm_major" ]]; then
+    log "cannot tell rustc's LLVM version"
+    exit 3
+fi
+find_profdata() {
+    local c
+    for c in "llvm-profdata-$llvm_major" llvm-profdata "/usr/lib/llvm-$llvm_major/bin/llvm-profdata"; do
+        if command -v "$c" >/dev/null 2>&1 &&
+            "$c" --version 2>/dev/null | grep -q "LLVM version $llvm_major\."; then
+            command -v "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+if ! PROFDATA=$(find_profdata); then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        log "installing llvm-$llvm_major (for llvm-profdata)"
+        apt-get update -q >&2 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            "llvm-$llvm_major" >&2 || true
+    fi
+    if ! PROFDATA=$(find_profdata); then
+        log "no llvm-profdata for LLVM $llvm_major (rustc's); install llvm-$llvm_major"
+        exit 3
+    fi
+fi
+if [[ ! -x "$BIN/bench_backend" ]]; then
+    log "missing $BIN/bench_backend (cargo build --release --example bench_backend)"
+    exit 1
+fi
+
+rm -rf "$PGO_DIR"
+# raw/: what the instrumented build scripts write while the build runs (not used); train/:
+# the targets' profiles (LLVM_PROFILE_FILE overrides the compiled-in directory).
+mkdir -p "$PGO_DIR/raw" "$PGO_DIR/train" "$PGO_DIR/bin"
+log "building instrumented binaries (target/pgo-gen)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target/pgo-gen" \
+    RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PGO_DIR/raw" \
+    cargo build --release --example proxy --example passthrough >&2)
+GEN=$ROOT/target/pgo-gen/release/examples
+
+# shellcheck source=benches/target.sh
+source "$ROOT/benches/target.sh"
+bench_setup pgo
+for name in proxy passthrough; do
+    target=$GEN/proxy
+    [[ "$name" == passthrough ]] && target=passthrough:$GEN/passthrough
+    log "training $name"
+    export LLVM_PROFILE_FILE="$PGO_DIR/train/$name-%p.profraw"
+    start_target "$target" taskset -c 0
+    unset LLVM_PROFILE_FILE
+    pid=$TARGET_PID
+    PIDS+=("$pid")
+    taskset -c 1 timeout 60 wrk -t1 -c64 -d4s http://127.0.0.1:18082/ >&2
+    taskset -c 1 timeout 120 h2load -c16 -m32 -n100000 http://127.0.0.1:18082/ |
+        grep -E '^(finished|requests):' >&2
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+done
+
+# Each binary is built with its own profile (its own target dir: the flags differ).
+shopt -s nullglob
+for name in proxy passthrough; do
+    raw=("$PGO_DIR/train/$name"-*.profraw)
+    if ((${#raw[@]} == 0)); then
+        log "$name wrote no profile"
+        exit 1
+    fi
+    "$PROFDATA" merge -o "$PGO_DIR/$name.profdata" "${raw[@]}"
+    log "building $name with its profile (target/pgo-use-$name)"
+    (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target/pgo-use-$name" \
+        RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PGO_DIR/$name.profdata" \
+        cargo build --release --example "$name" >&2)
+    cp "$ROOT/target/pgo-use-$name/release/examples/$name" "$PGO_DIR/bin/$name"
+done
+log "done: $PGO_DIR/bin/{proxy,passthrough}"
