@@ -116,12 +116,7 @@ for target in "$@"; do
                 ($2 + 10 * ($5 + $6 + $7) + 100 * ($8 + $9 + $10)) / n / 1000; exit }' "$part"
     fi
     if [[ -n "$ATOMICS" ]]; then
-        case $target in
-            passthrough) bin=$BIN/passthrough ;;
-            passthrough:*) bin=${target#passthrough:} ;;
-            *) bin=${target%%:*} ;;
-        esac
-        bin=$(readlink -f "$bin")
+        bin=$(readlink -f "$(target_binary "$target")")
         # The addresses of the binary's locked instructions, then the executed count of each
         # (an instruction line's third field; the line after `calls=` is a call's inclusive
         # cost, not an instruction's), for lines of the binary's own object.

@@ -20,6 +20,15 @@ bench_cleanup() {
     rm -rf "$TMP"
 }
 #
+# target_binary TARGET: the executable TARGET runs (see start_target for TARGET's forms).
+target_binary() {
+    case $1 in
+        passthrough) echo "$BIN/passthrough" ;;
+        passthrough:*) echo "${1#passthrough:}" ;;
+        *) echo "${1%%:*}" ;;
+    esac
+}
+#
 # start_target TARGET PREFIX...: runs TARGET behind the command PREFIX (for example
 # `taskset -c 0`) on 127.0.0.1:18082 (a proxy's admin on :18083), forwarding to the backend on
 # 127.0.0.1:18080, logs to $TMP/target.log, and waits (up to 30 s) until it accepts
@@ -29,13 +38,12 @@ bench_cleanup() {
 start_target() {
     local target=$1
     shift
+    local bin
+    bin=$(target_binary "$target")
     if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
-        local pt=$BIN/passthrough
-        [[ "$target" == passthrough:* ]] && pt=${target#passthrough:}
-        "$@" "$pt" --listen 127.0.0.1:18082 --upstream 127.0.0.1:18080 \
+        "$@" "$bin" --listen 127.0.0.1:18082 --upstream 127.0.0.1:18080 \
             >"$TMP/target.log" 2>&1 &
     else
-        local bin=${target%%:*}
         local config=$ROOT/benches/proxy.yaml
         [[ "$target" == *:* ]] && config=${target#*:}
         sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access.log#" "$config" >"$TMP/proxy.yaml"
