@@ -192,7 +192,7 @@ where
     type Error = BoxError;
     type Future = NormalizeFuture<
         Either<
-            Pin<Box<Either<S::Future, tower::util::Oneshot<S, Request<Incoming>>>>>,
+            Either<Pin<Box<S::Future>>, Pin<Box<tower::util::Oneshot<S, Request<Incoming>>>>>,
             std::future::Ready<Result<Response<BoxBody>, BoxError>>,
         >,
     >;
@@ -206,7 +206,7 @@ where
         let head = req.method() == Method::HEAD;
         let busy = self.watch.as_ref().map(HeadWatch::busy);
         let inner = match self.inner.try_borrow_mut() {
-            Ok(mut svc) => Either::Left(Box::pin(crate::stack::call_now(&mut *svc, req))),
+            Ok(mut svc) => Either::Left(crate::stack::call_now_boxed(&mut *svc, req)),
             // A call from within a call, which hyper never makes.
             Err(_) => Either::Right(std::future::ready(Err(
                 "connection service called re-entrantly".into(),
