@@ -14,9 +14,11 @@
 #                       backend on LOAD_CORE
 #   PGO=1               proxy and passthrough both built profile-guided (benches/pgo.sh:
 #                       trained on the same HTTP/1.1 + h2c load; needs rustc's LLVM version
-#                       of llvm-profdata, installed with apt-get when missing); PGO=0: plain
-#                       release builds. When no matching llvm-profdata can be had, the run
-#                       uses the plain builds and its report says so.
+#                       of llvm-profdata, installed with apt-get when missing); PGO=0: the
+#                       release builds of target/release, which use the workspace's
+#                       committed profile (pgo/, .cargo/pgo-rustc.sh) unless built with
+#                       LINKERD_HTTP_PGO=0. When no matching llvm-profdata can be had, the
+#                       run uses the release builds and its report says so.
 #   SKIP_BUILD=1        use the binaries already built (target/release/examples, and
 #                       target/pgo/bin with PGO=1)
 #   KEEP_TMP=1          keep the temp dir (configs, logs, raw results) after the run
@@ -122,7 +124,8 @@ build() {
         (cd "$ROOT" && cargo build --release --example proxy --example passthrough \
             --example bench_backend >&2)
     fi
-    BUILDS="plain release builds (PGO=0)"
+    BUILDS="release builds with the committed profile (pgo/linkerd-http.profdata; PGO=0)"
+    if [[ "${LINKERD_HTTP_PGO:-1}" == 0 ]]; then BUILDS="plain release builds (PGO=0)"; fi
     if [[ "$PGO" != 0 ]]; then
         if [[ -n "${SKIP_BUILD:-}" ]]; then
             [[ -x "$PGO_BIN/proxy" && -x "$PGO_BIN/passthrough" ]] || {
@@ -131,7 +134,7 @@ build() {
             }
         elif ! "$ROOT/benches/pgo.sh"; then
             log "warning: profile-guided builds failed; using the plain release builds"
-            BUILDS="plain release builds (PGO=1 asked for, but benches/pgo.sh failed)"
+            BUILDS="release builds (PGO=1 asked for, but benches/pgo.sh failed)"
             return
         fi
         BUILDS="proxy and passthrough both profile-guided (benches/pgo.sh), bench_backend plain"

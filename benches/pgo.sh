@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Profile-guided release builds of the proxy and passthrough, for benches/load.sh (PGO=1).
 #
-# usage: benches/pgo.sh
+# usage: benches/pgo.sh [--commit]
+#   --commit: record the workspace's profile instead: merge both targets' training profiles
+#   into pgo/linkerd-http.profdata (and rustc's LLVM major version into pgo/LLVM_VERSION),
+#   which every `cargo build --release` of this workspace then uses (.cargo/pgo-rustc.sh);
+#   stops after step 3. Run it after changes to the request path, then commit pgo/.
 #
 # 1. Finds `llvm-profdata` of rustc's own LLVM major version (`llvm-profdata-N`, or
 #    `llvm-profdata` when it reports that version); when missing and root, installs Debian's
@@ -18,6 +22,12 @@
 # Needs the plain release build of bench_backend (load.sh builds it first), wrk and h2load.
 # Loopback only (ports 18080/18082/18083); every process is stopped by its PID.
 set -euo pipefail
+COMMIT=false
+case "${1:-}" in
+    --commit) COMMIT=true ;;
+    "") ;;
+    *) echo "usage: benches/pgo.sh [--commit]" >&2; exit 2 ;;
+esac
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$ROOT/target/release/examples
 PGO_DIR=$ROOT/target/pgo
@@ -85,8 +95,21 @@ for name in proxy passthrough; do
     wait "$pid" 2>/dev/null || true
 done
 
-# Each binary is built with its own profile (its own target dir: the flags differ).
 shopt -s nullglob
+if [[ $COMMIT == true ]]; then
+    raw=("$PGO_DIR/train/"*.profraw)
+    if ((${#raw[@]} < 2)); then
+        log "the targets wrote ${#raw[@]} profiles, expected 2"
+        exit 1
+    fi
+    mkdir -p "$ROOT/pgo"
+    "$PROFDATA" merge -o "$ROOT/pgo/linkerd-http.profdata" "${raw[@]}"
+    echo "$llvm_major" >"$ROOT/pgo/LLVM_VERSION"
+    log "recorded pgo/linkerd-http.profdata (LLVM $llvm_major); rebuild with cargo clean --release first"
+    exit 0
+fi
+
+# Each binary is built with its own profile (its own target dir: the flags differ).
 for name in proxy passthrough; do
     raw=("$PGO_DIR/train/$name"-*.profraw)
     if ((${#raw[@]} == 0)); then

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# rustc wrapper (`.cargo/config.toml`): optimised builds (`-C opt-level=3`, the release profile)
+# use the committed profile `pgo/linkerd-http.profdata`, so `cargo build --release` produces
+# profile-guided binaries without a training run. Everything else (debug builds and tests,
+# build scripts, cargo's queries) reaches rustc unchanged.
+#
+# The profile is skipped, and the build is a plain release build, when:
+# - LINKERD_HTTP_PGO=0 is set;
+# - the command line already carries a profile flag (benches/pgo.sh trains and builds with
+#   its own profiles through RUSTFLAGS);
+# - rustc's LLVM major version is not the one that wrote the profile (`pgo/LLVM_VERSION`):
+#   another LLVM may be unable to read it.
+# Functions changed since the profile was recorded simply get no profile data (their mismatch
+# warnings are silenced); `benches/pgo.sh --commit` records a fresh profile. Cargo does not
+# know about this file's inputs: after changing LINKERD_HTTP_PGO or the profile, rebuild with
+# `cargo clean --release` first.
+set -euo pipefail
+rustc=$1
+shift
+
+optimised=false
+prev=
+for arg in "$@"; do
+    case "$prev|$arg" in
+        -C\|opt-level=3 | *\|-Copt-level=3) optimised=true ;;
+        *profile-generate* | *profile-use* | *\|-Cprofile-* | -C\|profile-*) exec "$rustc" "$@" ;;
+    esac
+    prev=$arg
+done
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+profile=$root/pgo/linkerd-http.profdata
+if [[ $optimised == true && "${LINKERD_HTTP_PGO:-1}" != 0 && -f "$profile" ]]; then
+    want=$(cat "$root/pgo/LLVM_VERSION" 2>/dev/null || true)
+    have=$("$rustc" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+    if [[ -n "$want" && "$want" == "$have" ]]; then
+        exec "$rustc" "$@" "-Cprofile-use=$profile" -Cllvm-args=-no-pgo-warn-mismatch
+    fi
+fi
+exec "$rustc" "$@"
