@@ -65,20 +65,15 @@ for round in $(seq 1 "$ROUNDS"); do
         taskset -c 1 timeout $((SECS + 30)) wrk -t1 -c64 -d"${SECS}s" --latency \
             "http://127.0.0.1:${ports[$j]}/" >"$TMP/out" 2>&1 || true
         c1=$(ticks "${pids[$j]}")
-        awk -v r="$round" -v n="${names[$j]}" -v c=$((c1 - c0)) -v t="$TICK" '
-            function ms(v) {
-                if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-                if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-                if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
-                return v + 0
-            }
+        awk -v r="$round" -v n="${names[$j]}" -v c=$((c1 - c0)) -v t="$TICK" \
+            -f "$ROOT/benches/wrk_ms.awk" -f <(printf '%s\n' '
             / requests in / { req = $1 }
             $1 == "50%" { p50 = ms($2) }
             $1 == "99%" { p99 = ms($2) }
             END {
                 if (req > 0) printf "%d %s %.3f %.3f %.3f %d\n", r, n, c / t / req * 1e5, p50, p99, req
                 else printf "%d %s no-requests\n", r, n
-            }' "$TMP/out" | tee -a "$TMP/slices"
+            }') "$TMP/out" | tee -a "$TMP/slices"
     done
 done
 

@@ -383,20 +383,14 @@ measure() {
     read -r k0b k0t <<<"$k0"
     read -r k1b k1t <<<"$k1"
     if [[ "$proto" == h1 ]]; then
-        read -r requests rps p50 p99 errors < <(awk '
-            function ms(v) {
-                if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-                if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-                if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
-                return v + 0
-            }
+        read -r requests rps p50 p99 errors < <(awk -f "$ROOT/benches/wrk_ms.awk" -f <(printf '%s\n' '
             / requests in / { req = $1 }
             /^Requests\/sec:/ { rps = $2 }
             $1 == "50%" { p50 = ms($2) }
             $1 == "99%" { p99 = ms($2) }
             /Socket errors:/ { err += $4 + $6 + $8 + $10 }
             /Non-2xx or 3xx responses:/ { err += $5 }
-            END { printf "%d %.1f %.3f %.3f %d\n", req, rps, p50, p99, err }' "$TMP/out")
+            END { printf "%d %.1f %.3f %.3f %d\n", req, rps, p50, p99, err }') "$TMP/out")
     else
         local pct
         pct=$(cut -f3 "$TMP/h2load.log" | sort -n | awk '{ a[NR] = $1 }
