@@ -14,7 +14,28 @@
 # warnings are silenced); `benches/pgo.sh --commit` records a fresh profile. Cargo does not
 # know about this file's inputs: after changing LINKERD_HTTP_PGO or the profile, rebuild with
 # `cargo clean --release` first.
+#
+# `.cargo/pgo-rustc.sh --check` (run by .ci/run): the pinned rustc's LLVM is the profile's and
+# it reads the profile (a damaged profile makes rustc fail, so every release build would).
 set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+profile=$root/pgo/linkerd-http.profdata
+
+if [[ "${1:-}" == --check ]]; then
+    want=$(cat "$root/pgo/LLVM_VERSION")
+    have=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+    if [[ "$want" != "$have" ]]; then
+        echo "pgo/LLVM_VERSION is $want but rustc's LLVM is $have: re-record with benches/pgo.sh --commit" >&2
+        exit 1
+    fi
+    dir=$(mktemp -d)
+    trap 'rm -rf "$dir"' EXIT
+    echo 'fn main() {}' >"$dir/main.rs"
+    rustc -C opt-level=3 "-Cprofile-use=$profile" -o "$dir/main" "$dir/main.rs"
+    echo "rustc (LLVM $have) reads $profile"
+    exit 0
+fi
+
 rustc=$1
 shift
 
@@ -28,8 +49,6 @@ for arg in "$@"; do
     prev=$arg
 done
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-profile=$root/pgo/linkerd-http.profdata
 if [[ $optimised == true && "${LINKERD_HTTP_PGO:-1}" != 0 && -f "$profile" ]]; then
     want=$(cat "$root/pgo/LLVM_VERSION" 2>/dev/null || true)
     have=$("$rustc" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
