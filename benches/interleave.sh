@@ -35,24 +35,11 @@ i=0
 for target in "$@"; do
     port=$((18100 + 2 * i))
     bin=$(target_binary "$target")
-    if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
-        taskset -c 0 "$bin" --listen "127.0.0.1:$port" --upstream 127.0.0.1:18080 \
-            >"$TMP/target$i.log" 2>&1 &
-    else
-        config=$ROOT/benches/proxy.yaml
-        [[ "$target" == *:* ]] && config=${target#*:}
-        sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access$i.log#" "$config" >"$TMP/proxy$i.yaml"
-        taskset -c 0 "$bin" --config "$TMP/proxy$i.yaml" --listen "127.0.0.1:$port" \
-            --admin "127.0.0.1:$((port + 1))" >"$TMP/target$i.log" 2>&1 &
-    fi
-    PIDS+=($!)
-    pids+=($!)
+    TARGET_PORT=$port start_target "$target" taskset -c 0
+    PIDS+=("$TARGET_PID")
+    pids+=("$TARGET_PID")
     ports+=("$port")
     names+=("$i:$(basename "$bin")${target#"${target%%:*}"}")
-    for _ in $(seq 1 300); do
-        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.1
-    done
     taskset -c 1 timeout 30 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
     i=$((i + 1))
 done

@@ -30,30 +30,32 @@ target_binary() {
 }
 #
 # start_target TARGET PREFIX...: runs TARGET behind the command PREFIX (for example
-# `taskset -c 0`) on 127.0.0.1:18082 (a proxy's admin on :18083), forwarding to the backend on
-# 127.0.0.1:18080, logs to $TMP/target.log, and waits (up to 30 s) until it accepts
-# connections; sets TARGET_PID. TARGET is BINARY[:CONFIG] (a proxy binary; CONFIG defaults to
+# `taskset -c 0`) on 127.0.0.1:$TARGET_PORT (default 18082; a proxy's admin on the next port),
+# forwarding to the backend on 127.0.0.1:18080, logs to $TMP/target.log (target-PORT.log for
+# another port), and waits (up to 30 s) until it accepts connections; sets TARGET_PID. TARGET is BINARY[:CONFIG] (a proxy binary; CONFIG defaults to
 # benches/proxy.yaml, its access log redirected into $TMP) or `passthrough` (or
 # `passthrough:BINARY`). Needs ROOT, BIN and TMP.
 start_target() {
     local target=$1
     shift
-    local bin
+    local bin port=${TARGET_PORT:-18082} suffix=
     bin=$(target_binary "$target")
+    [[ "$port" == 18082 ]] || suffix=-$port
     if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
-        "$@" "$bin" --listen 127.0.0.1:18082 --upstream 127.0.0.1:18080 \
-            >"$TMP/target.log" 2>&1 &
+        "$@" "$bin" --listen "127.0.0.1:$port" --upstream 127.0.0.1:18080 \
+            >"$TMP/target$suffix.log" 2>&1 &
     else
         local config=$ROOT/benches/proxy.yaml
         [[ "$target" == *:* ]] && config=${target#*:}
-        sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access.log#" "$config" >"$TMP/proxy.yaml"
-        "$@" "$bin" --config "$TMP/proxy.yaml" --listen 127.0.0.1:18082 \
-            --admin 127.0.0.1:18083 >"$TMP/target.log" 2>&1 &
+        sed "s#/tmp/linkerd-http-bench-access.log#$TMP/access$suffix.log#" "$config" \
+            >"$TMP/proxy$suffix.yaml"
+        "$@" "$bin" --config "$TMP/proxy$suffix.yaml" --listen "127.0.0.1:$port" \
+            --admin "127.0.0.1:$((port + 1))" >"$TMP/target$suffix.log" 2>&1 &
     fi
     TARGET_PID=$!
     local _
     for _ in $(seq 1 300); do
-        (echo >/dev/tcp/127.0.0.1/18082) 2>/dev/null && return 0
+        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
         sleep 0.1
     done
 }

@@ -194,7 +194,7 @@ pub fn build(
 
     let tunnels = Tunnels::new();
     let service = ServiceBuilder::new()
-        .map_response(|rsp: Response<_>| rsp.map(box_boxed_body))
+        .map_response(|rsp: Response<_>| rsp.map(BoxBody::new))
         .layer(AccessLogLayer::new(access_log))
         .layer(TapLayer::new(tap.clone()))
         .layer(ClassifyLayer::default())
@@ -212,16 +212,8 @@ pub fn build(
     })
 }
 
-/// Boxes a body whose errors are already boxed: no `MapErr` layer between the box and the
-/// body (one wrapper fewer to poll through, and the body is moved once, into the box).
-pub fn box_boxed_body<B>(body: B) -> BoxBody
-where
-    B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
-{
-    BoxBody::new(body)
-}
-
-/// Boxes any body into the stack's body type.
+/// Boxes any body into the stack's body type. Bodies whose errors already are `BoxError` are
+/// boxed with `BoxBody::new` instead: no `MapErr` between the box and the body.
 pub fn box_body<B>(body: B) -> BoxBody
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -366,20 +358,20 @@ fn rule_stack(
         Some(policy) => Either::Left(
             ServiceBuilder::new()
                 .layer(RetryLayer::with_default(Arc::new(policy)))
-                .map_request(|req: Request<_>| req.map(box_boxed_body))
+                .map_request(|req: Request<_>| req.map(BoxBody::new))
                 .service(attempt),
         ),
         None => Either::Right(
             ServiceBuilder::new()
                 .map_response(|rsp: Response<_>| rsp.map(PeekTrailersBody::passthrough))
-                .map_request(|req: Request<RuleBody>| req.map(box_boxed_body))
+                .map_request(|req: Request<RuleBody>| req.map(BoxBody::new))
                 .service(attempt),
         ),
     };
 
     let svc = ServiceBuilder::new()
         .layer(TagRouteErrorsLayer)
-        .map_response(|rsp: Response<_>| rsp.map(box_boxed_body))
+        .map_response(|rsp: Response<_>| rsp.map(BoxBody::new))
         .layer(families.route_layer(route_name))
         .layer(stream_layer)
         .service(BoxFutureService(retried));
