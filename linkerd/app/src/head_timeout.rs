@@ -15,6 +15,7 @@
 use crate::BoxBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use linkerd_http_classify::clock;
 use std::{
     future::Future,
     pin::Pin,
@@ -65,7 +66,7 @@ impl HeadWatch {
     /// A connection that starts waiting for its first head now.
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            start: Instant::now(),
+            start: clock::now(),
             busy: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
         })
@@ -95,7 +96,7 @@ impl Drop for BusyGuard {
         // Stamped before `busy` falls, so a reader that sees 0 sees this stamp (or a later
         // one). A stamp from a request that was not the last one is harmless: `idle_since`
         // is only read while `busy` is 0, and the last request to end stamps again.
-        let nanos = watch.start.elapsed().as_nanos();
+        let nanos = clock::since(watch.start).as_nanos();
         watch
             .idle_since
             .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -119,7 +120,10 @@ impl Body for WatchedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        // An HTTP/2 stream's task polls this: one clock reading for the layers' bodies (their
+        // end-of-stream durations) per poll.
+        let inner = self.project().inner;
+        clock::frozen(|| inner.poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -157,7 +161,7 @@ pub(crate) async fn with_head_timeout<F: Future>(
                 armed = true;
                 return Poll::Pending;
             }
-            let now = Instant::now();
+            let now = clock::now();
             let next = match watch.deadline(timeout) {
                 Some(deadline) if deadline <= now => return Poll::Ready(None),
                 Some(deadline) => deadline,

@@ -14,6 +14,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
+use linkerd_http_classify::clock;
 use std::{
     future::Future,
     pin::Pin,
@@ -118,10 +119,10 @@ pub async fn serve<S>(
                 TokioIo::new(stream),
                 protocol != "http2",
             );
-            let conn = entry.watch(
+            let conn = frozen_polls(entry.watch(
                 builder.serve_connection_with_upgrades(io, svc).into_owned(),
                 |conn| conn.graceful_shutdown(),
-            );
+            ));
             let result = match &watch {
                 Some(watch) => with_head_timeout(conn, watch, params.header_read_timeout).await,
                 None => Some(conn.await),
@@ -141,6 +142,15 @@ pub async fn serve<S>(
         () = drain.shutdown() => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("graceful shutdown timed out"),
     }
+}
+
+/// Polls `fut` with the layers' clock read at most once per poll (`clock::frozen`): each poll
+/// of a connection is one synchronous step (an HTTP/1.1 connection's polls run its requests'
+/// whole stacks, calls and bodies; an HTTP/2 connection's start its streams' calls), and every
+/// layer in it reads the same instant instead of the clock each.
+async fn frozen_polls<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| clock::frozen(|| fut.as_mut().poll(cx))).await
 }
 
 /// Waits until the first bytes tell HTTP/2 prior knowledge from HTTP/1, within `timeout`.
@@ -236,7 +246,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let rsp = std::task::ready!(this.inner.poll(cx))?;
+        // An HTTP/2 stream's task polls this: one clock reading for the layers per poll.
+        let rsp = std::task::ready!(clock::frozen(|| this.inner.poll(cx)))?;
         let busy = this.busy.take();
         Poll::Ready(Ok(
             normalize(*this.head, rsp).map(|body| WatchedBody::new(body, busy))

@@ -26,6 +26,7 @@ use http::{Request, Response};
 use http_body::Body;
 use linkerd_http_access_log::{ExtractInfo, ReadRouteInfo};
 use linkerd_http_body_eos::{Eos, EosBody, OnEos};
+use linkerd_http_classify::clock;
 use linkerd_http_classify::{
     BoxError, FinalClass, Protocol, ProxyError, grpc_status, to_proxy_error,
 };
@@ -256,7 +257,7 @@ impl Tap {
             }),
             config,
             notify: Notify::new(),
-            start: Instant::now(),
+            start: clock::now(),
             window: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
@@ -324,7 +325,7 @@ impl Tap {
         let Some(max) = self.0.config.max_per_second else {
             return true;
         };
-        let second = self.0.start.elapsed().as_secs() & u64::from(u32::MAX);
+        let second = clock::since(self.0.start).as_secs() & u64::from(u32::MAX);
         self.0
             .window
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
@@ -700,7 +701,7 @@ impl Pending {
                 duration_ms: 0.0,
                 error: None,
             },
-            start: Instant::now(),
+            start: clock::now(),
             grpc: Protocol::of(req).is_grpc(),
         }
     }
@@ -712,7 +713,7 @@ impl Pending {
     }
 
     fn record(mut self) {
-        self.event.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.event.duration_ms = clock::since(self.start).as_secs_f64() * 1000.0;
         self.tap.push(self.event);
     }
 }

@@ -14,6 +14,7 @@ use hyper::{
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
+use linkerd_http_classify::clock;
 use std::{
     future::Future,
     net::SocketAddr,
@@ -146,7 +147,7 @@ impl H1Pool {
     fn checkout(&self) -> Option<SendRequest<BoxBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(Idle { tx, since }) = idle.pop() {
-            if !tx.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if !tx.is_closed() && clock::since(since) < IDLE_TIMEOUT {
                 return Some(tx);
             }
         }
@@ -159,7 +160,7 @@ impl H1Pool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // The oldest entries sit at the front: drop the expired and closed ones there.
-        let now = Instant::now();
+        let now = clock::now();
         let fresh = idle
             .iter()
             .position(|i| !i.tx.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT)

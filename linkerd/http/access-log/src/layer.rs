@@ -2,6 +2,7 @@ use crate::{AccessLogWriter, ClientAddr, Record};
 use bytes::Buf;
 use http::{Extensions, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use linkerd_http_classify::clock;
 use linkerd_http_classify::{
     BoxError, FinalClass, Protocol, ProxyError, grpc_status, to_proxy_error,
 };
@@ -14,7 +15,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
-    time::SystemTime,
 };
 use tokio::time::Instant;
 
@@ -254,9 +254,9 @@ where
 
     #[inline(always)]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let start = Instant::now();
+        let start = clock::now();
         let mut record = Box::new(Record::from_request(
-            SystemTime::now(),
+            clock::wall_time(start),
             req.method(),
             req.uri(),
             req.version(),
@@ -371,7 +371,7 @@ fn read_bytes(counter: Option<&AtomicU64>) -> u64 {
 }
 
 fn ms_since(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1000.0
+    clock::since(start).as_secs_f64() * 1000.0
 }
 
 // === impl RequestBody ===

@@ -13,7 +13,8 @@
 //!   [`ProxyError::to_response`] answering it in the client's form;
 //! - [`Deadline`] (request extension): the absolute deadline of a request across retries;
 //! - [`IsTimeout`], [`find_h2_reason`] and [`client_reset_reason`];
-//! - header parsers: [`retry_after`], [`grpc_retry_pushback`], [`parse_grpc_timeout`].
+//! - header parsers: [`retry_after`], [`grpc_retry_pushback`], [`parse_grpc_timeout`];
+//! - [`clock`]: the time every layer reads, read once per synchronous step of a request.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -61,6 +62,7 @@
 
 mod body;
 mod class;
+pub mod clock;
 mod error;
 mod grpc;
 mod layer;

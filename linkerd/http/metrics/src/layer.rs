@@ -1,6 +1,7 @@
 use crate::{ExtractRetry, ReadRetrySummary, RetryStopKind, RetrySummary};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use linkerd_http_classify::clock;
 use linkerd_http_classify::{
     BoxError, Class, Classify, ClassifyEos, ClassifyResponse, DefaultClassify, PackedClassifier,
     Protocol, ProxyError, ResponseClassifier, to_proxy_error,
@@ -252,7 +253,7 @@ where
             done: Some(Done {
                 recorder: self.recorder.clone(),
                 extract: self.extract.clone(),
-                start: Instant::now(),
+                start: clock::now(),
             }),
             protocol,
             classify: classify.into(),
@@ -363,7 +364,7 @@ fn same_status(a: &StatusLabels, b: &StatusLabels) -> bool {
 impl<L: Clone + Hash + Eq, X> Done<L, X> {
     fn finish(self, class: &Class, retry: Option<RetrySummary>) {
         let r = &*self.recorder;
-        r.duration.observe(self.start.elapsed().as_secs_f64());
+        r.duration.observe(clock::since(self.start).as_secs_f64());
         r.statuses.inc(&r.labels, StatusLabels::from_class(class));
         if let Some(g) = &r.in_flight {
             g.dec();

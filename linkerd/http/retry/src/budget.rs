@@ -1,3 +1,4 @@
+use linkerd_http_classify::clock;
 use std::{
     fmt,
     sync::{
@@ -108,7 +109,7 @@ impl Budget {
             reserve_ppm,
             ttl,
             slot_nanos: slot_nanos.max(1),
-            start: Instant::now(),
+            start: clock::now(),
             deposits: Default::default(),
             withdrawals: Mutex::new([(0, 0); SLOTS]),
         })
@@ -126,7 +127,7 @@ impl Budget {
 
     /// Records an original request.
     pub fn deposit(&self) {
-        self.deposit_at(Instant::now());
+        self.deposit_at(clock::now());
     }
 
     /// Takes one retry from the budget; `false` when none is left.
@@ -136,7 +137,7 @@ impl Budget {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // Read the clock under the lock, so withdrawals are recorded in time order.
-        self.withdraw_locked(&mut withdrawals, Instant::now())
+        self.withdraw_locked(&mut withdrawals, clock::now())
     }
 
     /// How many retries a withdrawal could take right now.
@@ -145,7 +146,7 @@ impl Budget {
             .withdrawals
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let epoch = self.epoch(Instant::now());
+        let epoch = self.epoch(clock::now());
         let credit = self.credit(epoch);
         let spent =
             u128::from(Self::window_count(epoch, withdrawals.iter().copied())) * u128::from(UNIT);

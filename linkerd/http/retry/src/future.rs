@@ -4,6 +4,7 @@ use crate::{
 };
 use http::{Extensions, HeaderValue, Method, Request, Response, Uri, Version, response};
 use http_body::Body;
+use linkerd_http_classify::clock;
 use linkerd_http_classify::{BoxError, Deadline, grpc_status};
 use pin_project_lite::pin_project;
 use std::{
@@ -321,7 +322,7 @@ where
 /// [`DeadlineExceeded`]).
 fn attempt_timer(per_try: Option<Duration>, deadline: Option<Instant>) -> Option<Pin<Box<Sleep>>> {
     // A per-try timeout too long to represent never fires.
-    let per_try_end = per_try.and_then(|d| Instant::now().checked_add(d));
+    let per_try_end = per_try.and_then(|d| clock::now().checked_add(d));
     let at = match (per_try_end, deadline) {
         (Some(end), Some(deadline)) => end.min(deadline),
         (end, deadline) => end.or(deadline)?,
@@ -392,7 +393,7 @@ where
             None => backoff.delay(self.attempts - 1, &mut rand::rng()),
         };
         if let Some(deadline) = self.deadline
-            && Instant::now() + delay >= deadline
+            && clock::now() + delay >= deadline
         {
             return Step::Finish(result, Some(RetryStop::DeadlinePassed));
         }
@@ -413,7 +414,7 @@ where
 {
     /// Starts the next attempt if the service is ready at once and the body can be replayed.
     fn next_attempt(&mut self, cx: &mut Context<'_>) -> Result<S::Future, RetryStop> {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.deadline.is_some_and(|d| clock::now() >= d) {
             return Err(RetryStop::DeadlinePassed);
         }
         match self.service.poll_ready(cx) {

@@ -1,13 +1,14 @@
 use crate::timer::{Deadlines, Shared};
 use http_body::{Body, Frame, SizeHint};
 use linkerd_http_classify::BoxError;
+use linkerd_http_classify::clock;
 use pin_project_lite::pin_project;
 use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 pin_project! {
     /// The request body as the inner service sees it.
@@ -87,11 +88,11 @@ where
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let end = frame.is_trailers() || this.inner.is_end_stream();
-                shared.request_frame(Instant::now(), end);
+                shared.request_frame(clock::now(), end);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
-                shared.request_frame(Instant::now(), true);
+                shared.request_frame(clock::now(), true);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),

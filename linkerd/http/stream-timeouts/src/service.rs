@@ -1,5 +1,6 @@
 use crate::{RequestBody, ResponseBody, StreamTimeouts, timer::Deadlines};
 use http::{HeaderMap, HeaderValue, Request, Response};
+use linkerd_http_classify::clock;
 use linkerd_http_classify::{BoxError, Deadline, encode_grpc_timeout, is_grpc, parse_grpc_timeout};
 use pin_project_lite::pin_project;
 use std::{
@@ -8,7 +9,7 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -153,7 +154,7 @@ where
         let deadlines = if lifetime.is_none() && timeouts.is_empty() {
             None
         } else {
-            let now = Instant::now();
+            let now = clock::now();
             if let Some(at) = lifetime.and_then(|d| now.checked_add(d)) {
                 // An earlier deadline set further out (another layer, the application) stays.
                 let at = match req.extensions().get::<Deadline>() {

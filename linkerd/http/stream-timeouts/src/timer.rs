@@ -5,6 +5,7 @@ use crate::{
     IdleTimeout, LifetimeTimeout, ResponseHeadersTimeout, ResponseTimeout, StreamTimeouts,
 };
 use linkerd_http_classify::BoxError;
+use linkerd_http_classify::clock;
 use std::{
     future::Future,
     pin::Pin,
@@ -177,7 +178,7 @@ impl Deadlines {
     /// The lifetime's expiry when its deadline has passed (reads the clock).
     pub(crate) fn lifetime_passed(&self) -> Option<Expired> {
         let (at, d) = self.lifetime?;
-        (Instant::now() >= at).then_some(Expired::Lifetime(d))
+        (clock::now() >= at).then_some(Expired::Lifetime(d))
     }
 
     pub(crate) fn shared(&self) -> Option<&Arc<Shared>> {
@@ -189,7 +190,7 @@ impl Deadlines {
     /// timeout needs it.
     pub(crate) fn response_frame(&self) {
         if let Some(shared) = &self.shared {
-            shared.response_frame(Instant::now());
+            shared.response_frame(clock::now());
         }
     }
 
@@ -261,7 +262,7 @@ impl Deadlines {
         for round in 0..2 {
             // Arming the first timer needs no clock reading: a deadline already passed makes
             // the new timer fire at once, and the next round reads the clock.
-            let now = (round > 0 || sleep.is_some()).then(Instant::now);
+            let now = (round > 0 || sleep.is_some()).then(clock::now);
             let at = match self.check(now, headers_received, cx) {
                 Err(expired) => {
                     if let Some(shared) = &self.shared {
