@@ -88,7 +88,9 @@ pub fn frozen<R>(f: impl FnOnce() -> R) -> R {
             outermost
         })
         .unwrap_or(false);
-    let _close = opened.then_some(Close);
+    // Not `opened.then_some(Close)`: that builds (and drops, closing the outer scope) a
+    // `Close` for a nested scope too.
+    let _close = if opened { Some(Close) } else { None };
     f()
 }
 
@@ -139,6 +141,24 @@ impl Drop for Close {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_scope_leaves_the_outer_one_open() {
+        frozen(|| {
+            let a = now();
+            assert_eq!(frozen(now), a, "the nested scope shares the outer reading");
+            // Real time: wait until the clock has moved, so a closed scope would show.
+            while Instant::now() == a {
+                std::hint::spin_loop();
+            }
+            assert_eq!(now(), a, "still the outer scope's reading");
+        });
+        let outside = now();
+        while Instant::now() == outside {
+            std::hint::spin_loop();
+        }
+        assert_ne!(now(), outside, "outside any scope again");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_scope_reads_once_and_nested_scopes_share_it() {
