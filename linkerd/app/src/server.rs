@@ -111,7 +111,7 @@ pub async fn serve<S>(
                 drop(guard);
                 return;
             }
-            builder.http2().timer(TokioTimer::new());
+            builder.http2().timer(FrozenTimer(TokioTimer::new()));
             // On HTTP/1 connections the first response write after each read waits one
             // scheduler round, so responses of connections ready together leave together
             // (see the module).
@@ -151,6 +151,32 @@ pub async fn serve<S>(
 async fn frozen_polls<F: Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| clock::frozen(|| fut.as_mut().poll(cx))).await
+}
+
+/// tokio's timer for hyper, except that `now` is the layers' clock (`clock::now`): hyper's
+/// HTTP/2 keep-alive stamps every frame it reads with the time (two clock reads per h2c
+/// request), and within a connection's poll that is the poll's one reading.
+#[derive(Clone, Debug)]
+struct FrozenTimer(TokioTimer);
+
+// hyper's trait is written with std's `Instant`; the values come from and go to tokio's.
+#[allow(clippy::disallowed_types)]
+impl hyper::rt::Timer for FrozenTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.0.sleep(duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.0.sleep_until(deadline)
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        self.0.reset(sleep, new_deadline);
+    }
+
+    fn now(&self) -> std::time::Instant {
+        clock::now().into_std()
+    }
 }
 
 /// Waits until the first bytes tell HTTP/2 prior knowledge from HTTP/1, within `timeout`.
@@ -274,4 +300,23 @@ pub fn empty_body() -> BoxBody {
     http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer;
+
+    #[test]
+    fn the_timer_reads_the_layers_clock() {
+        let timer = FrozenTimer(TokioTimer::new());
+        clock::frozen(|| {
+            let layers = clock::now();
+            // Real time: wait until the clock has moved, so a fresh reading would differ.
+            while tokio::time::Instant::now() == layers {
+                std::hint::spin_loop();
+            }
+            assert_eq!(timer.now(), layers.into_std());
+        });
+    }
 }
