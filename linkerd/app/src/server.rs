@@ -119,10 +119,12 @@ pub async fn serve<S>(
                 TokioIo::new(stream),
                 protocol != "http2",
             );
-            let conn = frozen_polls(entry.watch(
-                builder.serve_connection_with_upgrades(io, svc).into_owned(),
-                |conn| conn.graceful_shutdown(),
-            ));
+            let conn = FrozenPolls {
+                inner: entry.watch(
+                    builder.serve_connection_with_upgrades(io, svc).into_owned(),
+                    |conn| conn.graceful_shutdown(),
+                ),
+            };
             let result = match &watch {
                 Some(watch) => with_head_timeout(conn, watch, params.header_read_timeout).await,
                 None => Some(conn.await),
@@ -144,13 +146,26 @@ pub async fn serve<S>(
     }
 }
 
-/// Polls `fut` with the layers' clock read at most once per poll (`clock::frozen`): each poll
-/// of a connection is one synchronous step (an HTTP/1.1 connection's polls run its requests'
-/// whole stacks, calls and bodies; an HTTP/2 connection's start its streams' calls), and every
-/// layer in it reads the same instant instead of the clock each.
-async fn frozen_polls<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| clock::frozen(|| fut.as_mut().poll(cx))).await
+pin_project_lite::pin_project! {
+    /// Polls `inner` with the layers' clock read at most once per poll (`clock::frozen`):
+    /// each poll of a connection is one synchronous step (an HTTP/1.1 connection's polls run
+    /// its requests' whole stacks, calls and bodies; an HTTP/2 connection's start its streams'
+    /// calls), and every layer in it reads the same instant instead of the clock each. A
+    /// struct, not an `async fn` around `poll_fn`: that kept a second copy of the connection's
+    /// future in the task (about 4 KiB more per idle HTTP/1.1 connection, 24.1 against 20.1).
+    struct FrozenPolls<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for FrozenPolls<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let inner = self.project().inner;
+        clock::frozen(|| inner.poll(cx))
+    }
 }
 
 /// tokio's timer for hyper, except that `now` is the layers' clock (`clock::now`): hyper's
