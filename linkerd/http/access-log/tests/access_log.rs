@@ -704,3 +704,41 @@ async fn a_request_body_at_its_end_answers_is_end_stream_itself() {
         "asked once, when the request arrived"
     );
 }
+
+#[test]
+fn lines_sent_from_many_threads_arrive_whole_and_once() {
+    const THREADS: usize = 4;
+    const EACH: usize = 2_000;
+    let lines = Lines::default();
+    let writer = writer(&lines, THREADS * EACH);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let writer = writer.clone();
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let uri: http::Uri = format!("/t{t}/{i}").parse().expect("uri");
+                    let record = linkerd_http_access_log::Record::from_request(
+                        std::time::SystemTime::now(),
+                        &http::Method::GET,
+                        &uri,
+                        http::Version::HTTP_11,
+                        &http::HeaderMap::new(),
+                    );
+                    assert!(writer.send(record), "room for every line");
+                }
+            });
+        }
+    });
+    flush(&writer);
+    let json = lines.json();
+    assert_eq!(json.len(), THREADS * EACH, "every line, each parsed whole");
+    let mut paths: Vec<String> = json
+        .iter()
+        .map(|v| v["uri"].as_str().expect("uri").to_owned())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), THREADS * EACH, "each line once");
+    assert_eq!(writer.written(), (THREADS * EACH) as u64);
+    assert_eq!(writer.dropped(), 0);
+}
