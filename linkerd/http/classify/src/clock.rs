@@ -95,7 +95,7 @@ pub fn frozen<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// The wall-clock time at `at` (an instant from [`now`], at most a few seconds old), derived
-/// from the monotonic clock and the wall-clock time read at most [`ANCHOR_FOR`] earlier on
+/// from the monotonic clock and the wall-clock time read at most a second earlier on
 /// this thread: a log's timestamp without a second clock read per request.
 pub fn wall_time(at: Instant) -> SystemTime {
     let anchored = ANCHOR
