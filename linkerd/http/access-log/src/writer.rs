@@ -74,7 +74,7 @@ struct Shared {
     pending: Mutex<Lines>,
     /// The output; held by whoever writes a batch (the thread, or `flush_blocking`), taken
     /// before the batch so batches reach the output in the order they were made.
-    sink: Mutex<Sink>,
+    out: Mutex<Out>,
     /// Every handle is gone: the thread writes what is left and ends.
     closed: AtomicBool,
     written: AtomicU64,
@@ -90,6 +90,13 @@ struct Lines {
 enum Sink {
     Io(Box<dyn Write + Send>),
     Tracing(tracing::Dispatch),
+}
+
+/// The output and the buffer the last batch was written from, swapped with the pending one
+/// for the next batch: both keep their capacity, so a steady load reallocates nothing.
+struct Out {
+    sink: Sink,
+    spare: Vec<u8>,
 }
 
 thread_local! {
@@ -162,7 +169,10 @@ impl AccessLogWriter {
         let shared = Arc::new(Shared {
             capacity,
             pending: Mutex::new(Lines::default()),
-            sink: Mutex::new(sink),
+            out: Mutex::new(Out {
+                sink,
+                spare: Vec::new(),
+            }),
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             dropped,
@@ -273,15 +283,24 @@ impl Shared {
     /// Writes the waiting lines as one batch; `false` if the output failed (the batch's
     /// lines are counted as dropped).
     fn write_pending(&self) -> bool {
-        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-        let batch = std::mem::take(&mut *self.pending());
-        if batch.count == 0 {
-            return true;
-        }
-        let ok = match &mut *sink {
-            Sink::Io(w) => w.write_all(&batch.bytes).and_then(|()| w.flush()).is_ok(),
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let Out { sink, spare } = &mut *out;
+        let count = {
+            let mut pending = self.pending();
+            if pending.count == 0 {
+                return true;
+            }
+            std::mem::swap(&mut pending.bytes, spare);
+            // Room for a batch like this one, so the next does not grow its buffer line by
+            // line (the writer may take a batch half-made, so the two buffers would not both
+            // reach a full batch's size otherwise).
+            pending.bytes.reserve(spare.len());
+            std::mem::take(&mut pending.count)
+        };
+        let ok = match sink {
+            Sink::Io(w) => w.write_all(spare).and_then(|()| w.flush()).is_ok(),
             Sink::Tracing(d) => {
-                for line in batch.bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                for line in spare.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     let line = String::from_utf8_lossy(line);
                     tracing::dispatcher::with_default(d, || {
                         tracing::info!(target: "access_log", "{line}");
@@ -290,8 +309,9 @@ impl Shared {
                 true
             }
         };
+        spare.clear();
         let counter = if ok { &self.written } else { &*self.dropped };
-        counter.fetch_add(batch.count, Ordering::Relaxed);
+        counter.fetch_add(count, Ordering::Relaxed);
         ok
     }
 }
