@@ -77,6 +77,8 @@ struct Shared {
     out: Mutex<Out>,
     /// Every handle is gone: the thread writes what is left and ends.
     closed: AtomicBool,
+    /// The thread has ended (it only does so once closed, or by a panic).
+    stopped: AtomicBool,
     written: AtomicU64,
     dropped: Arc<AtomicU64>,
 }
@@ -174,6 +176,7 @@ impl AccessLogWriter {
                 spare: Vec::new(),
             }),
             closed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             written: AtomicU64::new(0),
             dropped,
         });
@@ -242,13 +245,15 @@ impl AccessLogWriter {
         self.0.shared.capacity
     }
 
-    /// Blocks the calling thread until every line queued before this call is written and
-    /// the output flushed (it writes them itself, after any batch being written); `false`
-    /// if the output failed to take them (they are counted as dropped).
+    /// Blocks the calling thread until every line queued before this call is written (it
+    /// writes them itself, after any batch being written) and the output flushed; `false`
+    /// if the writer thread has stopped. Lines the output fails to take are counted as
+    /// dropped, as the thread's are.
     ///
     /// For shutdown and tests only: it blocks as long as the output does.
     pub fn flush_blocking(&self) -> bool {
-        self.0.shared.write_pending()
+        self.0.shared.write_pending();
+        !self.0.shared.stopped.load(Ordering::Acquire)
     }
 }
 
@@ -316,7 +321,17 @@ impl Shared {
     }
 }
 
+/// Marks the thread stopped when `run` returns or unwinds.
+struct Stopped<'a>(&'a AtomicBool);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 fn run(shared: &Shared) {
+    let _stopped = Stopped(&shared.stopped);
     loop {
         if shared.pending().count == 0 {
             if shared.closed.load(Ordering::Acquire) {
