@@ -99,7 +99,7 @@ pin_project_lite::pin_project! {
 
 struct Pending<X> {
     // Boxed: the record is most of the future's size, and the future and the body it
-    // becomes move between layers.
+    // becomes move between layers; the writer's queue takes the box as it is.
     record: Box<Record>,
     start: Instant,
     request_bytes: Option<Arc<AtomicU64>>,

@@ -50,7 +50,7 @@
 //! # Configuration
 //! [`WriterConfig`]: the [`Format`] ([`Format::Json`], [`Format::Apache`] for the combined log
 //! format, or a [`Template`] with `%field%` placeholders; `str::parse` accepts `json`,
-//! `apache` or a template), how many lines may wait to be written, and the dropped counter to share with
+//! `apache` or a template), the queue's capacity, and the dropped counter to share with
 //! metrics (`access_log_dropped_total`). [`Output`]: stdout, stderr, a file, a `tracing`
 //! event per record, or any `io::Write`.
 //!
@@ -71,14 +71,13 @@
 //!
 //! # Cancellation
 //! Dropping the response future or the response body writes the record with `error`
-//! `CANCEL`. Logging never waits on the output: a full buffer drops the record and counts it
+//! `CANCEL`. Logging never waits: a full queue drops the record and counts it
 //! ([`AccessLogWriter::dropped`]).
 //!
 //! # Cost
 //! Per request: one `Arc` shared by the request-body counter and the record (the end-of-stream
-//! slot); header values and the URI are shared with the request, not copied. The line is
-//! formatted where the record ends, on the request's thread (about 0.6 µs for JSON), and the
-//! writer thread only writes batches, so its turns on a busy core stay short.
+//! slot); header values and the URI are shared with the request, not copied; formatting
+//! happens on the writer thread.
 
 mod format;
 mod layer;

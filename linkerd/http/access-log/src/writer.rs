@@ -1,13 +1,12 @@
 use crate::{Format, Record, format::LineState};
 use std::{
-    borrow::Borrow,
-    cell::RefCell,
     fmt,
     io::{self, Write},
     path::PathBuf,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, SyncSender, TrySendError},
     },
 };
 
@@ -33,77 +32,48 @@ pub enum Output {
 pub struct WriterConfig {
     /// The line format (default [`Format::Json`]).
     pub format: Format,
-    /// How many formatted lines may wait for the writer thread (default 4096, at least 1).
-    /// When full, records are dropped and counted, never waited for.
+    /// How many records may wait for the writer thread (default 4096, at least 1). When full,
+    /// records are dropped and counted, never waited for.
     pub capacity: usize,
     /// The dropped-records counter to increment (default: a fresh one). Share it with the
     /// metrics registry to report `access_log_dropped_total`.
     pub dropped: Arc<AtomicU64>,
 }
 
-/// Formats each record on the thread that sends it, into a bounded buffer of lines that a
-/// background thread writes out in batches.
+/// A bounded, non-blocking record queue drained by a background thread that formats and
+/// writes each record.
 ///
-/// [`send`](Self::send) never blocks on the output and never allocates once the buffers have
-/// grown: the line is formatted into a per-thread scratch buffer and appended to the shared
-/// one under a lock held for the copy. A record that finds `capacity` lines already waiting
-/// is dropped and counted. Lines the output fails to take (an I/O error) are counted as
-/// dropped too, so [`dropped`](Self::dropped) is the number of lines lost. The thread ends
-/// once every clone of the writer is dropped and the buffer is written.
-///
-/// Formatting where the record ends (as nginx does) rather than on the writer thread keeps
-/// the thread's turns short: on a proxy pinned to one core, a thread that formatted a whole
-/// batch took the core from the request path for a few hundred microseconds every few
-/// milliseconds, which showed in the latency tail.
+/// [`send`](Self::send) never blocks (and, given a boxed record, never allocates): a record
+/// that does not fit in the queue is dropped and counted. Lines the output fails to take (an I/O error) are counted
+/// as dropped too, so [`dropped`](Self::dropped) is the number of lines lost. The thread ends
+/// once every clone of the writer is dropped and the queue is drained.
 ///
 /// Cloning it (the layer does for each request, for the response body to send the record
 /// when it ends) is one reference-count increment.
 #[derive(Clone)]
 pub struct AccessLogWriter(Arc<Handle>);
 
-/// Dropped with the last clone of the writer: tells the thread to finish.
 struct Handle {
+    tx: SyncSender<Msg>,
     shared: Arc<Shared>,
-    format: Format,
-    thread: std::thread::Thread,
 }
 
 struct Shared {
     capacity: usize,
-    /// Lines formatted and not yet taken by a writer.
-    pending: Mutex<Lines>,
-    /// The output; held by whoever writes a batch (the thread, or `flush_blocking`), taken
-    /// before the batch so batches reach the output in the order they were made.
-    out: Mutex<Out>,
-    /// Every handle is gone: the thread writes what is left and ends.
-    closed: AtomicBool,
-    /// The thread has ended (it only does so once closed, or by a panic).
-    stopped: AtomicBool,
+    sent: AtomicU64,
+    received: AtomicU64,
     written: AtomicU64,
     dropped: Arc<AtomicU64>,
 }
 
-#[derive(Default)]
-struct Lines {
-    bytes: Vec<u8>,
-    count: u64,
+enum Msg {
+    Record(Box<Record>),
+    Flush(mpsc::Sender<()>),
 }
 
 enum Sink {
     Io(Box<dyn Write + Send>),
     Tracing(tracing::Dispatch),
-}
-
-/// The output and the buffer the last batch was written from, swapped with the pending one
-/// for the next batch: both keep their capacity, so a steady load reallocates nothing.
-struct Out {
-    sink: Sink,
-    spare: Vec<u8>,
-}
-
-thread_local! {
-    /// Each sending thread's formatting buffer and line state (the cached timestamp).
-    static SCRATCH: RefCell<(Vec<u8>, LineState)> = RefCell::new((Vec::with_capacity(512), LineState::default()));
 }
 
 // === impl Output ===
@@ -168,59 +138,38 @@ impl AccessLogWriter {
             Output::Writer(w) => Sink::Io(w),
             Output::Tracing => Sink::Tracing(tracing::dispatcher::get_default(Clone::clone)),
         };
+        let (tx, rx) = mpsc::sync_channel(capacity);
         let shared = Arc::new(Shared {
             capacity,
-            pending: Mutex::new(Lines::default()),
-            out: Mutex::new(Out {
-                sink,
-                spare: Vec::new(),
-            }),
-            closed: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             written: AtomicU64::new(0),
             dropped,
         });
         let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || run(&thread_shared))?
-            .thread()
-            .clone();
-        Ok(Self(Arc::new(Handle {
-            shared,
-            format,
-            thread,
-        })))
+            .spawn(move || run(&rx, sink, &format, &thread_shared))?;
+        Ok(Self(Arc::new(Handle { tx, shared })))
     }
 
-    /// Formats `record` and queues the line; returns `false` (and counts it) when
-    /// `capacity` lines are already waiting. Never blocks on the output.
-    pub fn send(&self, record: impl Borrow<Record>) -> bool {
-        let handle = &*self.0;
-        let shared = &*handle.shared;
-        SCRATCH.with_borrow_mut(|(line, state)| {
-            line.clear();
-            handle.format.write_bytes(record.borrow(), line, state);
-            let mut pending = shared.pending();
-            if pending.count >= shared.capacity as u64 {
-                drop(pending);
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
+    /// Queues `record`; returns `false` (and counts it) when the queue is full or the writer
+    /// thread has stopped. Never blocks; a record given unboxed is boxed (the queue holds
+    /// boxes, so a boxed record is queued without a copy or an allocation).
+    pub fn send(&self, record: impl Into<Box<Record>>) -> bool {
+        match self.0.tx.try_send(Msg::Record(record.into())) {
+            Ok(()) => {
+                self.0.shared.sent.fetch_add(1, Ordering::Relaxed);
+                true
             }
-            pending.bytes.extend_from_slice(line);
-            pending.count += 1;
-            let first = pending.count == 1;
-            drop(pending);
-            // The thread waits for the first line of a batch only: later ones find it
-            // gathering (or writing) and go out with that batch.
-            if first {
-                handle.thread.unpark();
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.0.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
             }
-            true
-        })
+        }
     }
 
-    /// Lines lost so far: buffer full, or output errors.
+    /// Lines lost so far: queue full, writer stopped, or output errors.
     pub fn dropped(&self) -> u64 {
         self.0.shared.dropped.load(Ordering::Relaxed)
     }
@@ -235,25 +184,29 @@ impl AccessLogWriter {
         self.0.shared.written.load(Ordering::Relaxed)
     }
 
-    /// Lines waiting to be written (not counting a batch being written).
+    /// Records waiting in the queue (approximate while records are being sent).
     pub fn queued(&self) -> usize {
-        usize::try_from(self.0.shared.pending().count).unwrap_or(usize::MAX)
+        let sent = self.0.shared.sent.load(Ordering::Relaxed);
+        let received = self.0.shared.received.load(Ordering::Relaxed);
+        usize::try_from(sent.saturating_sub(received)).unwrap_or(usize::MAX)
     }
 
-    /// The bound on waiting lines.
+    /// The queue's bound.
     pub fn capacity(&self) -> usize {
         self.0.shared.capacity
     }
 
-    /// Blocks the calling thread until every line queued before this call is written (it
-    /// writes them itself, after any batch being written) and the output flushed; `false`
-    /// if the writer thread has stopped. Lines the output fails to take are counted as
-    /// dropped, as the thread's are.
+    /// Blocks the calling thread until every record queued before this call is written and
+    /// the output flushed; `false` if the writer thread has stopped.
     ///
-    /// For shutdown and tests only: it blocks as long as the output does.
+    /// For shutdown and tests only: it waits for room in the queue, so it blocks as long as
+    /// the output does.
     pub fn flush_blocking(&self) -> bool {
-        self.0.shared.write_pending();
-        !self.0.shared.stopped.load(Ordering::Acquire)
+        let (ack, done) = mpsc::channel();
+        if self.0.tx.send(Msg::Flush(ack)).is_err() {
+            return false;
+        }
+        done.recv().is_ok()
     }
 }
 
@@ -267,87 +220,78 @@ impl fmt::Debug for AccessLogWriter {
     }
 }
 
-// === impl Handle ===
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.thread.unpark();
-    }
-}
-
-// === impl Shared ===
-
-impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Lines> {
-        // A panic while appending cannot leave a half line: the bytes are extended in one
-        // call, after formatting.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Writes the waiting lines as one batch; `false` if the output failed (the batch's
-    /// lines are counted as dropped).
-    fn write_pending(&self) -> bool {
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        let Out { sink, spare } = &mut *out;
-        let count = {
-            let mut pending = self.pending();
-            if pending.count == 0 {
-                return true;
-            }
-            std::mem::swap(&mut pending.bytes, spare);
-            // Room for a batch like this one, so the next does not grow its buffer line by
-            // line (the writer may take a batch half-made, so the two buffers would not both
-            // reach a full batch's size otherwise).
-            pending.bytes.reserve(spare.len());
-            std::mem::take(&mut pending.count)
-        };
-        let ok = match sink {
-            Sink::Io(w) => w.write_all(spare).and_then(|()| w.flush()).is_ok(),
-            Sink::Tracing(d) => {
-                for line in spare.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    let line = String::from_utf8_lossy(line);
-                    tracing::dispatcher::with_default(d, || {
-                        tracing::info!(target: "access_log", "{line}");
-                    });
+fn run(rx: &mpsc::Receiver<Msg>, mut sink: Sink, format: &Format, shared: &Shared) {
+    // Lines are batched and written together once the queue is drained (or the batch is
+    // large), so a burst costs one write; a failed write loses, and counts, the whole batch.
+    let mut batch = Batch::default();
+    while let Ok(msg) = rx.recv() {
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Record(record) => {
+                    shared.received.fetch_add(1, Ordering::Relaxed);
+                    match &mut sink {
+                        Sink::Io(_) => {
+                            format.write_bytes(&record, &mut batch.bytes, &mut batch.state);
+                            batch.lines += 1;
+                            if batch.bytes.len() >= BATCH_BYTES {
+                                batch.write(&mut sink, shared);
+                            }
+                        }
+                        Sink::Tracing(d) => {
+                            // Formatting into a String cannot fail.
+                            let mut text = String::with_capacity(384);
+                            let _ = format.write(&record, &mut text);
+                            let line = text.trim_end_matches('\n');
+                            tracing::dispatcher::with_default(d, || {
+                                tracing::info!(target: "access_log", "{line}");
+                            });
+                            shared.written.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
-                true
+                Msg::Flush(ack) => {
+                    batch.write(&mut sink, shared);
+                    let _ = ack.send(());
+                }
             }
+            next = rx.try_recv().ok();
+        }
+        batch.write(&mut sink, shared);
+        // Rest before waiting on the queue again: records sent meanwhile only enqueue (no
+        // thread wake-up per record), and the next pass writes them as one batch. Under load
+        // this turns one futex wake and one `write` per request into one per interval.
+        pause();
+    }
+    batch.write(&mut sink, shared);
+}
+
+const BATCH_BYTES: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    lines: u64,
+    state: LineState,
+}
+
+impl Batch {
+    fn write(&mut self, sink: &mut Sink, shared: &Shared) {
+        if self.lines == 0 {
+            return;
+        }
+        let ok = match sink {
+            Sink::Io(w) => w.write_all(&self.bytes).and_then(|()| w.flush()).is_ok(),
+            Sink::Tracing(_) => true,
         };
-        spare.clear();
-        let counter = if ok { &self.written } else { &*self.dropped };
-        counter.fetch_add(count, Ordering::Relaxed);
-        ok
-    }
-}
-
-/// Marks the thread stopped when `run` returns or unwinds.
-struct Stopped<'a>(&'a AtomicBool);
-
-impl Drop for Stopped<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-fn run(shared: &Shared) {
-    let _stopped = Stopped(&shared.stopped);
-    loop {
-        if shared.pending().count == 0 {
-            if shared.closed.load(Ordering::Acquire) {
-                return;
-            }
-            // Woken by the first line of a batch, or by the last handle going away (a
-            // wake-up that came first makes this return at once).
-            std::thread::park();
-            continue;
-        }
-        // Let the batch gather: lines sent meanwhile are only appended (no wake-up, no
-        // write of their own), so under load one `write` carries an interval's lines.
-        if !shared.closed.load(Ordering::Acquire) {
-            pause();
-        }
-        shared.write_pending();
+        let counter = if ok {
+            &shared.written
+        } else {
+            &*shared.dropped
+        };
+        counter.fetch_add(self.lines, Ordering::Relaxed);
+        self.bytes.clear();
+        self.lines = 0;
     }
 }
 
