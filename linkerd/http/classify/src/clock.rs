@@ -124,7 +124,7 @@ pub fn wall_time(at: Instant) -> SystemTime {
 /// The wall-clock time at `at`, given that it was `wall` at `mono`.
 fn derive(wall: SystemTime, mono: Instant, at: Instant) -> SystemTime {
     if at >= mono {
-        wall + (at - mono)
+        wall.checked_add(at - mono).unwrap_or(wall)
     } else {
         wall.checked_sub(mono - at).unwrap_or(wall)
     }
