@@ -497,11 +497,13 @@ for proto in ("h1", "h2"):
         print(f"| {t} | {s['cpu100k']:.3f} | {s['util']:.0f} | {s['rps']:.0f} | {s['p50']:.3f} | {s['p99']:.3f} | {sat} |")
     print()
     full = summary.get("proxy")
+    starred = False
     for base, cpu_target, p99_target in (("passthrough", 1.18, 1.3), ("nginx", 1.0, None)):
         b = summary.get(base)
         if not full or not b:
             continue
         star = "" if full["all_ok"] and b["all_ok"] else " (*)"
+        starred = starred or bool(star)
         cpu_ratio = full["cpu100k"] / b["cpu100k"]
         p99_ratio = full["p99"] / b["p99"] if b["p99"] else float("nan")
         rps_ratio = full["rps"] / b["rps"] if b["rps"] else float("nan")
@@ -522,7 +524,9 @@ for proto in ("h1", "h2"):
         if paired:
             print("  - run by run: CPU per request " + " / ".join(f"x{x:.2f}" for x in paired)
                   + f" (median x{med(paired):.2f})")
-    print("\n(*) at least one side had no run with its process >= 90% of a core busy: the ratio uses all runs.\n")
+    if starred:
+        print("\n(*) at least one side had no run with its process >= 90% of a core busy: the ratio uses all runs.")
+    print()
 EOF
 }
 
