@@ -74,13 +74,21 @@ impl<'a> Document<'a> {
             let mark = e.start_mark();
             let message = describe(&e);
             match mark {
-                Some(m) => ConfigError {
-                    file: self.file.to_owned(),
-                    line: m.line(),
-                    column: m.column(),
-                    path: full,
-                    message,
-                },
+                Some(m) => {
+                    // A mark on a block mapping is its first key's `:`: the mapping's start
+                    // instead (see `start_of`).
+                    let at = walk(&self.root, &parse_path(&full))
+                        .filter(|(n, complete)| *complete && n.span().start() == Some(&m))
+                        .and_then(|(n, _)| start_of(n))
+                        .unwrap_or((m.line(), m.column()));
+                    ConfigError {
+                        file: self.file.to_owned(),
+                        line: at.0,
+                        column: at.1,
+                        path: full,
+                        message,
+                    }
+                }
                 None => self.error_at(&full, message),
             }
         })
@@ -192,9 +200,23 @@ fn walk<'n>(root: &'n Node, path: &[Segment]) -> Option<(&'n Node, bool)> {
 
 fn locate(root: &Node, path: &[Segment]) -> (usize, usize) {
     walk(root, path)
-        .and_then(|(n, _)| n.span().start().copied())
-        .map(|m| (m.line(), m.column()))
+        .and_then(|(n, _)| start_of(n))
         .unwrap_or((0, 0))
+}
+
+/// Where `node` starts (line, column). `marked-yaml` starts a block mapping at the `:` after
+/// its first key; the mapping's value starts at that key.
+fn start_of(node: &Node) -> Option<(usize, usize)> {
+    let own = node.span().start().map(|m| (m.line(), m.column()));
+    match node {
+        Node::Mapping(map) => map
+            .keys()
+            .filter_map(|k| k.span().start())
+            .map(|m| (m.line(), m.column()))
+            .chain(own)
+            .min(),
+        _ => own,
+    }
 }
 
 #[cfg(test)]
@@ -224,5 +246,16 @@ mod tests {
         let e = doc.error_at("a.b[1].x", "bad");
         assert_eq!((e.line, e.column), (4, 10));
         assert_eq!(e.to_string(), "t.yaml:4:10: a.b[1].x: bad");
+    }
+
+    #[test]
+    fn a_block_mapping_starts_at_its_first_key() {
+        let file = Path::new("t.yaml");
+        let text = "backends:\n  - name: web\n    protocol: http1\nserver: { a: 1 }\n";
+        let doc = Document::parse(file, text).unwrap();
+        let e = doc.error_at("backends[0]", "bad");
+        assert_eq!((e.line, e.column), (2, 5), "at `name`, not at its `:`");
+        let e = doc.error_at("server", "bad");
+        assert_eq!((e.line, e.column), (4, 9), "a flow mapping at its `{{`");
     }
 }
