@@ -1225,6 +1225,269 @@ async fn reset_reasons_follow_the_table() {
     );
 }
 
+/// Reads the JSON access log at `path` until it has `want` lines (bounded wait).
+async fn access_lines(path: &std::path::Path, want: usize) -> Vec<serde_json::Value> {
+    let mut lines: Vec<serde_json::Value> = vec![];
+    for _ in 0..250 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON line {l:?}: {e}")))
+            .collect();
+        if lines.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lines
+}
+
+/// `http_stream_resets_total`: `inbound` counts each reset received from an upstream (one per
+/// attempt), `outbound` each reset the proxy sends a client: once per request whatever the
+/// retries, never to an HTTP/1 client (which gets a 502), and also for the resets the proxy
+/// makes itself (a stream timeout after the headers). The access log of a request answered
+/// by a reset still names its route and counts its attempts.
+#[tokio::test]
+async fn resets_are_counted_where_they_are_sent() {
+    let h2_backend = TestServer::backend().await.unwrap();
+    let h1_backend = TestServer::backend_with(ServerProtocol::Http1)
+        .await
+        .unwrap();
+    let dir = support::tempdir::TempDir::new();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "accessLog: {{ format: json, output: {} }}
+{}routes:
+  - name: retried
+    rules:
+      - matches: [{{ path: {{ type: PathPrefix, value: /refused }} }}]
+        backendRefs: [{{ name: h2 }}]
+        retry: {{ attempts: 2, backoff: 5ms }}
+      - matches: [{{ path: {{ type: PathPrefix, value: /idle }} }}]
+        backendRefs: [{{ name: h1 }}]
+        streamTimeouts: {{ idle: 200ms }}
+",
+        log.display(),
+        backends(&[
+            ("h2", "http2", &[h2_backend.addr()]),
+            ("h1", "http1", &[h1_backend.addr()])
+        ])
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    let count = |scrape: &Scrape, direction: &str, reason: &str| {
+        scrape.sum(
+            "http_stream_resets_total",
+            &[("direction", direction), ("reason", reason)],
+        )
+    };
+
+    // HTTP/2 client: three attempts refused upstream, one reset sent.
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let req = get("/refused")
+        .header("x-test-reset-before-headers", "REFUSED_STREAM")
+        .body(Bytes::new())
+        .unwrap();
+    let err = h2.request(req).await.expect_err("reset");
+    assert_eq!(err.reason(), Some(h2::Reason::REFUSED_STREAM), "{err}");
+    let scrape = proxy
+        .scrape_until(|s| count(s, "inbound", "REFUSED_STREAM") >= 3.0)
+        .await;
+    assert_eq!(
+        count(&scrape, "inbound", "REFUSED_STREAM"),
+        3.0,
+        "one per attempt"
+    );
+    assert_eq!(
+        count(&scrape, "outbound", "REFUSED_STREAM"),
+        1.0,
+        "one reset sent"
+    );
+
+    // HTTP/1 client: a 502, no reset sent.
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let req = get("/refused")
+        .header("x-test-reset-before-headers", "REFUSED_STREAM")
+        .body(empty())
+        .unwrap();
+    let rsp = h1.send(req).await.unwrap();
+    assert_eq!(rsp.status(), 502);
+    collect(rsp.into_body()).await.unwrap();
+    let scrape = proxy
+        .scrape_until(|s| count(s, "inbound", "REFUSED_STREAM") >= 6.0)
+        .await;
+    assert_eq!(count(&scrape, "inbound", "REFUSED_STREAM"), 6.0);
+    assert_eq!(
+        count(&scrape, "outbound", "REFUSED_STREAM"),
+        1.0,
+        "an HTTP/1 client gets no reset"
+    );
+
+    // A reset the proxy makes: the idle timeout after the headers (an HTTP/1 upstream).
+    let req = get("/idle")
+        .header("x-test-drip", "2,10,1000")
+        .body(Bytes::new())
+        .unwrap();
+    let rsp = h2.request(req).await.expect("headers first");
+    assert_eq!(rsp.status, StatusCode::OK);
+    assert_eq!(rsp.reset_reason(), Some(h2::Reason::CANCEL), "{rsp:?}");
+    let scrape = proxy
+        .scrape_until(|s| count(s, "outbound", "CANCEL") >= 1.0)
+        .await;
+    assert_eq!(
+        count(&scrape, "outbound", "CANCEL"),
+        1.0,
+        "the proxy's own reset"
+    );
+    assert_eq!(count(&scrape, "inbound", "CANCEL"), 0.0, "none received");
+
+    // The access log of the HTTP/2 request answered by a reset.
+    let lines = access_lines(&log, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let reset = lines
+        .iter()
+        .find(|l| l["uri"].as_str().is_some_and(|u| u.ends_with("/refused")) && l["status"] == 0)
+        .unwrap_or_else(|| panic!("the reset request's line: {lines:#?}"));
+    assert_eq!(reset["error"], "RESET", "{reset}");
+    assert_eq!(reset["route"], "retried", "the route is known: {reset}");
+    assert_eq!(reset["attempts"], 3, "1 + 2 retries: {reset}");
+    let h1_line = lines
+        .iter()
+        .find(|l| l["status"] == 502)
+        .unwrap_or_else(|| panic!("the 502's line: {lines:#?}"));
+    assert_eq!(h1_line["route"], "retried", "{h1_line}");
+    assert_eq!(h1_line["attempts"], 3, "{h1_line}");
+}
+
+/// An HTTP/1 upstream that closes the connection before the body it announced is complete:
+/// after the headers, so an upstream reset (`RESET`, DESIGN.md section 5) with the status
+/// sent, in the metrics and in the access log; the client's body ends with an error.
+#[tokio::test]
+async fn http1_upstream_cut_mid_body_is_a_reset() {
+    let backend = TestServer::backend_with(ServerProtocol::Http1)
+        .await
+        .unwrap();
+    let dir = support::tempdir::TempDir::new();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "accessLog: {{ format: json, output: {} }}
+{}routes:
+  - name: r
+    rules:
+      - backendRefs: [{{ name: b }}]
+",
+        log.display(),
+        backends(&[("b", "http1", &[backend.addr()])])
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    // The upstream's head, data and close arrive together: the client still gets the head
+    // (hyper would close without flushing it), every time.
+    const N: usize = 5;
+    for i in 0..N {
+        let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+        let req = get("/cut")
+            .header("x-test-content-length", "1000")
+            .header("x-test-body-len", "10")
+            .body(empty())
+            .unwrap();
+        let rsp = h1
+            .send(req)
+            .await
+            .unwrap_or_else(|e| panic!("{i}: a response head: {e}"));
+        assert_eq!(rsp.status(), 200);
+        let (_, error) = collect_until_error(rsp.into_body()).await;
+        assert!(
+            error.is_some(),
+            "{i}: the body ends with an error, not cleanly"
+        );
+    }
+    let labels = [
+        ("route_name", "r"),
+        ("http_status", "200"),
+        ("error", "RESET"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.sum(STATUSES, &labels) == N as f64)
+        .await;
+    assert_eq!(
+        scrape.sum(STATUSES, &labels),
+        N as f64,
+        "RESET after the headers: {:#?}",
+        statuses(&scrape)
+    );
+    let lines = access_lines(&log, N).await;
+    assert_eq!(lines.len(), N, "{lines:#?}");
+    for l in &lines {
+        assert_eq!(l["status"], 200, "{l}");
+        assert_eq!(l["error"], "RESET", "{l}");
+    }
+}
+
+/// Durations count from the request's arrival: an injected delay is part of the route's
+/// request duration whether the request is then forwarded or answered by the proxy, and an
+/// answer the proxy makes at once takes a few microseconds, not zero (HTTP/1.1 serves it
+/// within one step of its connection).
+#[tokio::test]
+async fn durations_count_from_arrival() {
+    let backend = TestServer::backend().await.unwrap();
+    let dir = support::tempdir::TempDir::new();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "accessLog: {{ format: json, output: {} }}
+{}routes:
+  - name: delayed
+    rules:
+      - matches: [{{ path: {{ type: PathPrefix, value: /forwarded }} }}]
+        filters:
+          - type: InjectFailure
+            injectFailure: {{ status: 503, ratio: 0, delay: 150ms, delayRatio: 1 }}
+        backendRefs: [{{ name: b }}]
+  - name: failed
+    rules:
+      - matches: [{{ path: {{ type: PathPrefix, value: /failed }} }}]
+        filters:
+          - type: InjectFailure
+            injectFailure: {{ status: 503, ratio: 1, delay: 150ms, delayRatio: 1 }}
+        backendRefs: [{{ name: b }}]
+",
+        log.display(),
+        backends(&[("b", "http1", &[backend.addr()])])
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    for (path, status) in [("/forwarded", 200), ("/failed", 503), ("/nowhere", 404)] {
+        let rsp = h1.get(path).await.unwrap();
+        assert_eq!(rsp.status(), status, "{path}");
+        collect(rsp.into_body()).await.unwrap();
+    }
+    const DURATION: &str = "outbound_http_route_request_duration_seconds_sum";
+    let scrape = proxy
+        .scrape_until(|s| s.sum(DURATION, &[("route_name", "failed")]) > 0.0)
+        .await;
+    for route in ["delayed", "failed"] {
+        let sum = scrape.sum(DURATION, &[("route_name", route)]);
+        assert!(
+            (0.15..5.0).contains(&sum),
+            "{route}: the injected delay is in the request duration: {sum}"
+        );
+    }
+    let backend_sum = scrape.sum(
+        "outbound_http_route_backend_response_duration_seconds_sum",
+        &[("route_name", "delayed")],
+    );
+    assert!(
+        backend_sum < 0.15,
+        "the backend's time excludes it: {backend_sum}"
+    );
+    let lines = access_lines(&log, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for l in &lines {
+        let ms = l["duration_ms"].as_f64().unwrap_or_default();
+        let min = if l["status"] == 404 { 0.0 } else { 150.0 };
+        assert!(ms > min, "duration_ms {ms} > {min}: {l}");
+        assert!(l["headers_ms"].as_f64().unwrap_or_default() > 0.0, "{l}");
+    }
+}
+
 // === tunnels ===
 
 #[tokio::test]

@@ -176,21 +176,36 @@ async fn http1_backend_closing_mid_response_is_an_error() {
 }
 
 /// An HTTP/1.1 backend that resets the connection (RST) after reading the request head and
-/// before answering: the request may have been processed, so it is not resent; HTTP/1.1
-/// clients get a 502 `upstream reset`, never a 500.
+/// before answering: the endpoint's connection failed (DESIGN.md section 5: "refused, reset,
+/// connect timeout"), so HTTP/1.1 clients get a 502 `connect failed`, never a 500, after the
+/// retries a `retry` block allows (section 4.1: connection failures are retried).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_backend_resetting_before_response_is_a_502() {
-    let backend = RawBackend::start(|io: TcpStream| async move {
-        let mut io = io;
-        if read_head(&mut io).await.is_none() {
-            return;
+async fn http1_backend_resetting_before_response_is_a_connect_failure() {
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = heads.clone();
+    let backend = RawBackend::start(move |io: TcpStream| {
+        let seen = seen.clone();
+        async move {
+            let mut io = io;
+            if read_head(&mut io).await.is_none() {
+                return;
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            // Linger 0: closing sends RST instead of FIN.
+            let _ = io.set_zero_linger();
+            drop(io);
         }
-        // Linger 0: closing sends RST instead of FIN.
-        let _ = io.set_zero_linger();
-        drop(io);
     })
     .await;
-    let proxy = Proxy::start(&config("http1", &[backend.addr()], "", ""), &[]);
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            &[backend.addr()],
+            "",
+            "retry: { attempts: 2, backoff: 5ms }",
+        ),
+        &[],
+    );
     for _ in 0..3 {
         let mut h1 = HttpClient::http1(proxy.addr).await.expect("connect");
         let rsp = h1.send(get("/")).await.expect("a response");
@@ -199,13 +214,13 @@ async fn http1_backend_resetting_before_response_is_a_502() {
             .get("l5d-proxy-error")
             .map(|v| v.to_str().unwrap_or_default().to_owned());
         assert_eq!(rsp.status(), 502, "a reset before the response: {error:?}");
-        assert!(
-            error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("upstream reset")),
-            "l5d-proxy-error names the reset: {error:?}"
-        );
+        assert_eq!(error.as_deref(), Some("connect failed"));
     }
+    assert_eq!(
+        heads.load(Ordering::SeqCst),
+        9,
+        "each request was tried three times (1 + 2 retries)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //! (503s that the route retries, delays, resets before headers, failures mid-body).
 //!
 //! Checked: every body is checksummed end to end in both directions (zero mismatches); every
-//! request reaches the backend exactly once unless the route retried it (counted at the
-//! backend by request id); a fault reaches the client as an error, never as a clean response;
+//! request reaches the backend exactly once unless the route retried it (a 503, or a
+//! connection an HTTP/1 upstream closed before answering; counted at the backend by request
+//! id); a fault reaches the client as an error, never as a clean response;
 //! the proxy's file descriptors and memory come back to their baseline afterwards.
 //!
 //! Runs for `SOAK_SECS` seconds (default 20; CI may set 60).
@@ -212,8 +213,8 @@ async fn client_loop(
         let mut data = vec![0u8; len];
         rng.fill(&mut data[..]);
         let body = Bytes::from(data);
-        let id = format!("{worker}-{n}");
         let backend = if rng.random_bool(0.5) { "/h1" } else { "/h2" };
+        let id = format!("{worker}-{n}{backend}");
         let req = Request::post(format!("{backend}/soak"))
             .header("x-id", &id)
             .header("x-fault", fault.name())
@@ -377,14 +378,18 @@ async fn soak_mixed_traffic_with_faults() {
     for (id, (fault, ok)) in &tally.sent {
         let n = seen.count.get(id).copied().unwrap_or(0);
         let expected = match fault {
-            Fault::Retry503 if *ok => 2,
+            Fault::Retry503 if *ok => 2..=2,
             // Retries may be denied: then the client got the 503.
-            Fault::Retry503 => 1,
-            _ => 1,
+            Fault::Retry503 => 1..=1,
+            // An HTTP/1 upstream closes the connection when its service fails: a connection
+            // failure (DESIGN.md section 5), retried unless the budget or the body's size
+            // denies it; an HTTP/2 upstream's CANCEL is not retried.
+            Fault::ResetBeforeHeaders if id.ends_with("/h1") => 1..=2,
+            _ => 1..=1,
         };
-        if n != expected {
+        if !expected.contains(&n) {
             duplicated.push(format!(
-                "{id} ({fault:?}, ok {ok}): {n} arrivals, expected {expected}"
+                "{id} ({fault:?}, ok {ok}): {n} arrivals, expected {expected:?}"
             ));
         }
     }

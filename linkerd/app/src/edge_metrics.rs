@@ -7,13 +7,15 @@
 //! `outbound_{http,grpc}_route_request_statuses_total` and friends, so every row of DESIGN.md
 //! section 5 shows up with its `error` label. The route is the one the router matched (its
 //! `RouteMatch` response extension), or `route_name=""` when none matched (no route, bad
-//! request), in the gRPC families for gRPC clients. The duration is measured from the
-//! answer, not from the request's arrival (these answers are immediate, apart from an
-//! injected delay).
+//! request), in the gRPC families for gRPC clients. The duration counts from when the request
+//! reached this layer (so it includes an injected delay).
 
 use crate::{BoxError, RouterBody, stack::box_body};
 use http::{Request, Response};
-use linkerd_http_classify::{PackedClassifier, Protocol, ProxyError, ResponseClassifier};
+use linkerd_http_access_log::{ExtractInfo, ReadRouteInfo, ResponseInfo};
+use linkerd_http_classify::{
+    PackedClassifier, Protocol, ProxyError, RequestStart, ResponseClassifier, clock,
+};
 use linkerd_http_metrics::Metrics;
 use linkerd_http_route::RouteMatch;
 use std::{
@@ -22,6 +24,7 @@ use std::{
     sync::Arc,
     task::{Context, Poll},
 };
+use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 /// Records the requests no rule stack recorded.
@@ -81,6 +84,7 @@ where
             inner: self.inner.call(req),
             protocol,
             classifier,
+            start: clock::now(),
             metrics: Some(self.metrics.clone()),
             record: None,
         }
@@ -98,6 +102,8 @@ pin_project_lite::pin_project! {
         inner: F,
         protocol: Protocol,
         classifier: Option<PackedClassifier>,
+        // When the request reached this layer: the recorded duration counts from here.
+        start: Instant,
         metrics: Option<Arc<Metrics>>,
         record: Option<RecordFuture>,
     }
@@ -135,6 +141,7 @@ where
                 .expect("EdgeFuture polled after completion");
             *this.record = Some(Box::pin(record(
                 rsp,
+                *this.start,
                 *this.protocol,
                 this.classifier.as_ref().map(PackedClassifier::unpack),
                 metrics,
@@ -146,6 +153,7 @@ where
 /// Records an answer no rule recorded in the route families, and returns it.
 async fn record(
     rsp: Response<RouterBody>,
+    start: Instant,
     protocol: Protocol,
     classifier: Option<ResponseClassifier>,
     metrics: Arc<Metrics>,
@@ -157,6 +165,7 @@ async fn record(
     // The route layer reads the protocol and classifier from the request it wraps.
     let mut probe = Request::new(());
     probe.extensions_mut().insert(protocol);
+    probe.extensions_mut().insert(RequestStart(start));
     if let Some(c) = classifier {
         probe.extensions_mut().insert(c);
     }
@@ -200,16 +209,52 @@ impl std::error::Error for RoutedError {
 /// it: the matched route ([`RoutedError`]) and the retry outcome, as a routed response would
 /// carry them.
 pub fn annotate_answer(error: &(dyn std::error::Error + 'static), ext: &mut http::Extensions) {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(routed) = e.downcast_ref::<RoutedError>() {
-            ext.insert(routed.route.clone());
-            break;
-        }
-        next = e.source();
+    if let Some(route) = routed(error) {
+        ext.insert(route.clone());
     }
     if let Some(outcome) = linkerd_http_retry::RetryOutcome::from_error(error) {
         ext.insert(outcome);
+    }
+}
+
+/// The route a [`RoutedError`] in `error`'s chain names.
+fn routed<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a RouteMatch> {
+    let mut next = Some(error);
+    // An error chain is finite; the bound guards against a cyclic one.
+    for _ in 0..32 {
+        let e = next?;
+        if let Some(routed) = e.downcast_ref::<RoutedError>() {
+            return Some(&routed.route);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The access log's reader of route, backend and attempts: a response's extensions as
+/// [`ReadRouteInfo`] reads them; for a request that got no response (an HTTP/2 client
+/// answered by a reset) the error's chain: the annotations of error mapping's
+/// [`ResetStream`](crate::errors::ResetStream), else the matched route ([`RoutedError`]) and
+/// the attempts (the retry layer's error).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadAnswerInfo;
+
+impl ExtractInfo for ReadAnswerInfo {
+    fn extract(&self, extensions: &http::Extensions) -> ResponseInfo {
+        ReadRouteInfo.extract(extensions)
+    }
+
+    fn extract_error(&self, error: &(dyn std::error::Error + 'static)) -> ResponseInfo {
+        // Error mapping's reset for an HTTP/2 client carries the answer's annotations.
+        if let Some(reset) = linkerd_http_classify::chain(error)
+            .find_map(|e| e.downcast_ref::<crate::errors::ResetStream>())
+        {
+            return ReadRouteInfo.extract(reset.annotations());
+        }
+        ResponseInfo {
+            route: routed(error).map(|r| r.route_name_arc().clone()),
+            ..ReadRouteInfo.extract_error(error)
+        }
     }
 }
 

@@ -26,9 +26,21 @@ pub struct ErrorMap<S> {
 
 /// The error returned to hyper for an upstream reset on an HTTP/2 connection: its `source()`
 /// chain holds the `ProxyError` (for metrics and logs) and then `h2::Error::from(reason)`, which
-/// hyper uses to reset the client's stream.
+/// hyper uses to reset the client's stream. It also carries what a synthetic answer's
+/// extensions would (the matched route, the retry outcome), for the access log.
 #[derive(Debug)]
-pub struct ResetStream(ProxyError);
+pub struct ResetStream {
+    error: ProxyError,
+    annotations: http::Extensions,
+}
+
+impl ResetStream {
+    /// What the request's answer would have carried in its extensions: the matched route
+    /// (`RouteMatch`) and the retry outcome, when known.
+    pub fn annotations(&self) -> &http::Extensions {
+        &self.annotations
+    }
+}
 
 impl<S> Layer<S> for ErrorMapLayer {
     type Service = ErrorMap<S>;
@@ -91,8 +103,14 @@ where
             Ok(rsp) => Poll::Ready(Ok(rsp)),
             Err(error) => {
                 let mut answer = map_error(&*error, *this.protocol, *this.h2);
-                if let Ok(rsp) = &mut answer {
-                    crate::edge_metrics::annotate_answer(&*error, rsp.extensions_mut());
+                let annotations = match &mut answer {
+                    Ok(rsp) => Some(rsp.extensions_mut()),
+                    Err(reset) => reset
+                        .downcast_mut::<ResetStream>()
+                        .map(|r| &mut r.annotations),
+                };
+                if let Some(ext) = annotations {
+                    crate::edge_metrics::annotate_answer(&*error, ext);
                 }
                 Poll::Ready(answer)
             }
@@ -113,7 +131,10 @@ pub fn map_error(
     if h2 && let Some(reason) = proxy_error.h2_reset_reason() {
         tracing::debug!(%error, ?reason, "resetting the client's stream");
         let with_reason = proxy_error.with_source(h2::Error::from(reason));
-        return Err(Box::new(ResetStream(with_reason)));
+        return Err(Box::new(ResetStream {
+            error: with_reason,
+            annotations: http::Extensions::new(),
+        }));
     }
     tracing::debug!(%error, status = %proxy_error.http_status(), "answering with a proxy error");
     Ok(proxy_error.to_response(protocol))
@@ -121,12 +142,12 @@ pub fn map_error(
 
 impl fmt::Display for ResetStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stream reset: {}", self.0)
+        write!(f, "stream reset: {}", self.error)
     }
 }
 
 impl std::error::Error for ResetStream {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        Some(&self.error)
     }
 }

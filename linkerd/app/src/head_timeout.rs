@@ -12,7 +12,7 @@
 //! without a response, as hyper does); otherwise the timer is set to the earliest moment that
 //! could be true.
 
-use crate::BoxBody;
+use crate::{BoxBody, server::ResetObserver};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use linkerd_http_classify::clock;
@@ -57,6 +57,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: BoxBody,
         guard: Option<BusyGuard>,
+        // HTTP/2: told of the reset hyper sends when the body fails.
+        resets: Option<ResetObserver>,
+        // HTTP/1: a body error held back for one turn (see `poll_frame`).
+        deferred: Option<crate::BoxError>,
     }
 }
 
@@ -107,8 +111,17 @@ impl Drop for BusyGuard {
 // === impl WatchedBody ===
 
 impl WatchedBody {
-    pub(crate) fn new(inner: BoxBody, guard: Option<BusyGuard>) -> Self {
-        Self { inner, guard }
+    pub(crate) fn new(
+        inner: BoxBody,
+        guard: Option<BusyGuard>,
+        resets: Option<ResetObserver>,
+    ) -> Self {
+        Self {
+            inner,
+            guard,
+            resets,
+            deferred: None,
+        }
     }
 }
 
@@ -122,8 +135,27 @@ impl Body for WatchedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         // An HTTP/2 stream's task polls this: one clock reading for the layers' bodies (their
         // end-of-stream durations) per poll.
-        let inner = self.project().inner;
-        clock::frozen(|| inner.poll_frame(cx))
+        let this = self.project();
+        if let Some(error) = this.deferred.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        match clock::frozen(|| this.inner.poll_frame(cx)) {
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(resets) = this.resets.take() {
+                    resets.sent_for(&*error);
+                } else if this.guard.is_some() {
+                    // HTTP/1: hyper closes the connection at a body error without writing
+                    // what it has buffered, which may be the response head: the client would
+                    // see no response at all. One turn first (the task wakes at once), in
+                    // which hyper flushes; then the error, and the close.
+                    *this.deferred = Some(error);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Err(error)))
+            }
+            frame => frame,
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -36,6 +36,30 @@ pub struct ServerParams {
     pub header_read_timeout: Duration,
     /// HTTP/2 settings (validated: `apply_to_auto` must succeed).
     pub h2: linkerd_http_h2::ServerSettings,
+    /// Told of every `RST_STREAM` sent to an HTTP/2 client for a failed answer.
+    pub on_reset: Option<ResetObserver>,
+}
+
+/// Called with the reason of each `RST_STREAM` the server sends an HTTP/2 client because the
+/// stack's answer failed (its response future, or its response body after the headers): the
+/// reason hyper puts in the frame, the first `h2::Reason` in the error's `source()` chain,
+/// else `INTERNAL_ERROR` (for `http_stream_resets_total{direction="outbound"}`).
+#[derive(Clone)]
+pub struct ResetObserver(pub Arc<dyn Fn(h2::Reason) + Send + Sync>);
+
+impl ResetObserver {
+    /// Reports the reset sent for `error`.
+    pub(crate) fn sent_for(&self, error: &(dyn std::error::Error + 'static)) {
+        let reason =
+            linkerd_http_classify::find_h2_reason(error).unwrap_or(h2::Reason::INTERNAL_ERROR);
+        (self.0)(reason);
+    }
+}
+
+impl std::fmt::Debug for ResetObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResetObserver")
+    }
 }
 
 /// Called when a connection is detected as `"http1"` or `"http2"`; the guard it returns is
@@ -93,6 +117,11 @@ pub async fn serve<S>(
                 inner: std::cell::RefCell::new(svc),
                 client: ClientAddr(peer),
                 watch: watch.clone(),
+                resets: if protocol == "http2" {
+                    params.on_reset.clone()
+                } else {
+                    None
+                },
             };
             let mut builder = auto::Builder::new(TokioExecutor::new());
             if protocol == "http2" {
@@ -229,6 +258,8 @@ struct ConnService<S> {
     client: ClientAddr,
     /// HTTP/1.1: marked busy from each call until hyper drops the response body.
     watch: Option<Arc<HeadWatch>>,
+    /// HTTP/2: told of the resets hyper sends for failed answers.
+    resets: Option<ResetObserver>,
 }
 
 impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -264,7 +295,12 @@ where
                 "connection service called re-entrantly".into(),
             ))),
         };
-        NormalizeFuture { inner, head, busy }
+        NormalizeFuture {
+            inner,
+            head,
+            busy,
+            resets: self.resets.clone(),
+        }
     }
 }
 
@@ -276,6 +312,7 @@ pin_project_lite::pin_project! {
         inner: F,
         head: bool,
         busy: Option<BusyGuard>,
+        resets: Option<ResetObserver>,
     }
 }
 
@@ -288,10 +325,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         // An HTTP/2 stream's task polls this: one clock reading for the layers per poll.
-        let rsp = std::task::ready!(clock::frozen(|| this.inner.poll(cx)))?;
+        let rsp = match std::task::ready!(clock::frozen(|| this.inner.poll(cx))) {
+            Ok(rsp) => rsp,
+            Err(error) => {
+                if let Some(resets) = this.resets.take() {
+                    resets.sent_for(&*error);
+                }
+                return Poll::Ready(Err(error));
+            }
+        };
         let busy = this.busy.take();
+        let resets = this.resets.take();
         Poll::Ready(Ok(
-            normalize(*this.head, rsp).map(|body| WatchedBody::new(body, busy))
+            normalize(*this.head, rsp).map(|body| WatchedBody::new(body, busy, resets))
         ))
     }
 }

@@ -195,7 +195,7 @@ pub fn build(
     let tunnels = Tunnels::new();
     let service = ServiceBuilder::new()
         .map_response(|rsp: Response<_>| rsp.map(BoxBody::new))
-        .layer(AccessLogLayer::new(access_log))
+        .layer(AccessLogLayer::new(access_log).with_extract(crate::edge_metrics::ReadAnswerInfo))
         .layer(TapLayer::new(tap.clone()))
         .layer(ClassifyLayer::default())
         .layer(ErrorMapLayer)
@@ -446,17 +446,20 @@ fn replay_extensions(head: &http::request::Parts) -> http::Extensions {
     replay
 }
 
-/// Records HTTP/2 resets in `http_stream_resets_total`.
+/// Records the resets received from HTTP/2 upstreams in `http_stream_resets_total`
+/// (`direction="inbound"`, one per attempt that saw one). The reset layer also reports the
+/// reason it chose for the client, but whether the client gets a reset at all (not after a
+/// retry, not on HTTP/1) is known only at the server edge, which counts the resets it sends
+/// (`server::ResetObserver`).
 #[derive(Clone, Debug)]
 struct ResetHook(Arc<Metrics>);
 
 impl linkerd_http_h2::OnReset for ResetHook {
     fn on_reset(&self, direction: linkerd_http_h2::ResetDirection, reason: h2::Reason) {
-        let d = match direction {
-            linkerd_http_h2::ResetDirection::Inbound => linkerd_http_prom::Direction::Inbound,
-            linkerd_http_h2::ResetDirection::Outbound => linkerd_http_prom::Direction::Outbound,
-        };
-        self.0.record_reset(d, reason);
+        if let linkerd_http_h2::ResetDirection::Inbound = direction {
+            self.0
+                .record_reset(linkerd_http_prom::Direction::Inbound, reason);
+        }
     }
 }
 

@@ -292,12 +292,11 @@ fn upstream_error(health: &Health, error: BoxError) -> BoxError {
         return ProxyError::connect_failed().with_source(error).into();
     }
     if closed_before_response(&*error) {
-        // Sent, and the upstream closed the connection without answering: it may have been
-        // processed, so it is not retried; the client sees an upstream reset (HTTP/1: 502;
-        // HTTP/2: RST_STREAM).
-        return ProxyError::reset(h2::Reason::INTERNAL_ERROR)
-            .with_source(error)
-            .into();
+        // The HTTP/1 connection was reset or closed under the request, before a response:
+        // the endpoint's connection failed (DESIGN.md section 5: "refused, reset, connect
+        // timeout" -> 502 `connect failed`), which a `retry` block retries (section 4.1). The
+        // dial worked, so the endpoint is not marked failed.
+        return ProxyError::connect_failed().with_source(error).into();
     }
     if refused_by_goaway(&*error) {
         // Not processed, so safe to retry: REFUSED_STREAM (retried by retry policies; an

@@ -14,7 +14,7 @@ use hyper::{
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
-use linkerd_http_classify::clock;
+use linkerd_http_classify::{ProxyError, clock};
 use std::{
     future::Future,
     net::SocketAddr,
@@ -317,22 +317,27 @@ impl PooledBody {
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::BoxError;
 
+    /// A body that fails (the upstream closed or reset the connection before its end, or
+    /// sent a malformed one) is an upstream reset (DESIGN.md section 5: `RESET` after the
+    /// headers; an HTTP/2 client's stream is reset with `INTERNAL_ERROR`).
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::BoxError>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        let done = match &frame {
-            None => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
-            Some(Err(_)) => {
+        let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
+            None => None,
+            Some(Ok(frame)) => Some(Ok(frame)),
+            Some(Err(error)) => {
                 this.slot.take();
-                false
+                return Poll::Ready(Some(Err(ProxyError::reset(h2::Reason::INTERNAL_ERROR)
+                    .with_source(error)
+                    .into())));
             }
         };
+        let done = frame.is_none() || this.inner.is_end_stream();
         if done && let Some((tx, pool)) = this.slot.take() {
             pool.checkin(tx);
         }

@@ -38,6 +38,13 @@ pub struct ResponseInfo {
 pub trait ExtractInfo: Clone + Send + Sync + 'static {
     /// The route, backend and attempts recorded in `extensions`.
     fn extract(&self, extensions: &Extensions) -> ResponseInfo;
+
+    /// The same, for a request that got no response (the client gets a reset or a closed
+    /// connection): what `error`'s `source()` chain says. Nothing by default.
+    fn extract_error(&self, error: &(dyn std::error::Error + 'static)) -> ResponseInfo {
+        let _ = error;
+        ResponseInfo::default()
+    }
 }
 
 /// An [`ExtractInfo`] reading nothing: no route, no backend, one attempt.
@@ -64,6 +71,15 @@ impl ExtractInfo for ReadRouteInfo {
             attempts: ext
                 .get::<linkerd_http_retry::RetryOutcome>()
                 .map(|o| o.attempts),
+        }
+    }
+
+    /// Attempts from the `RetryError` in the chain (the retry layer's error when its last
+    /// attempt failed); no route or backend (errors do not carry them).
+    fn extract_error(&self, error: &(dyn std::error::Error + 'static)) -> ResponseInfo {
+        ResponseInfo {
+            attempts: linkerd_http_retry::RetryOutcome::from_error(error).map(|o| o.attempts),
+            ..ResponseInfo::default()
         }
     }
 }
@@ -313,6 +329,11 @@ where
         match result {
             Err(e) => {
                 let e: BoxError = e.into();
+                let mut p = p;
+                let info = p.extract.extract_error(&*e);
+                p.record.route = info.route;
+                p.record.backend = info.backend;
+                p.record.attempts = info.attempts.unwrap_or(1).max(1);
                 // The client gets a reset or a closed connection: no status.
                 p.finish(0, Some(to_proxy_error(&*e).label()));
                 Poll::Ready(Err(e))

@@ -71,9 +71,16 @@ pub fn now() -> Instant {
         .unwrap_or_else(|_| Instant::now())
 }
 
-/// The time elapsed since `start`, by [`now`] (zero if `start` is later).
+/// The time elapsed since `start`, by [`now`]; when that is zero (`start` was read in the
+/// same scope: a request answered within one step), by the clock itself, so such a
+/// duration is the few microseconds it took rather than nothing. Zero if `start` is later.
 pub fn since(start: Instant) -> Duration {
-    now().saturating_duration_since(start)
+    let t = now();
+    if t > start {
+        t - start
+    } else {
+        Instant::now().saturating_duration_since(start)
+    }
 }
 
 /// Runs `f` in a scope where [`now`] reads the clock at most once. A scope opened inside
@@ -158,6 +165,22 @@ mod tests {
             std::hint::spin_loop();
         }
         assert_ne!(now(), outside, "outside any scope again");
+    }
+
+    #[test]
+    fn a_duration_within_one_scope_is_not_zero() {
+        frozen(|| {
+            let start = now();
+            // Real time: wait until the clock has moved past the scope's reading.
+            while Instant::now() == start {
+                std::hint::spin_loop();
+            }
+            assert_eq!(now(), start, "the scope's reading");
+            assert!(
+                since(start) > Duration::ZERO,
+                "but the elapsed time is real"
+            );
+        });
     }
 
     #[tokio::test(start_paused = true)]

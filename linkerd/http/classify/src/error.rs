@@ -78,6 +78,16 @@ pub trait IsTimeout: Error + Send + Sync + 'static {}
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(pub tokio::time::Instant);
 
+/// When a request entered the stack (request extension), for a layer that times the whole
+/// request but runs after something else already held it.
+///
+/// Written by a layer that makes a request wait before the layers inside it see it (the
+/// router's injected delay) or that times an answer on a request's behalf; read by the
+/// route metrics layer, whose request duration counts from it when present (from its own
+/// call otherwise).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestStart(pub tokio::time::Instant);
+
 // === impl ProxyErrorKind ===
 
 impl ProxyErrorKind {

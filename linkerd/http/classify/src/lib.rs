@@ -75,8 +75,9 @@ pub use class::{
     HttpClassifier, PackedClassifier, Protocol, ResponseClassifier, StatusRanges, is_grpc,
 };
 pub use error::{
-    BoxError, Deadline, IsTimeout, ProxyError, ProxyErrorKind, chain, client_reset_reason,
-    find_h2_reason, find_proxy_error, is_connect_error, is_timeout, reason_name, to_proxy_error,
+    BoxError, Deadline, IsTimeout, ProxyError, ProxyErrorKind, RequestStart, chain,
+    client_reset_reason, find_h2_reason, find_proxy_error, is_connect_error, is_timeout,
+    reason_name, to_proxy_error,
 };
 pub use grpc::{GrpcCode, InvalidGrpcCode};
 pub use layer::{ClassifyLayer, ClassifyService, ResponseFuture};

@@ -4,7 +4,7 @@ use http_body::{Body, Frame, SizeHint};
 use linkerd_http_classify::clock;
 use linkerd_http_classify::{
     BoxError, Class, Classify, ClassifyEos, ClassifyResponse, DefaultClassify, PackedClassifier,
-    Protocol, ProxyError, ResponseClassifier, to_proxy_error,
+    Protocol, ProxyError, RequestStart, ResponseClassifier, to_proxy_error,
 };
 use linkerd_http_prom::{CounterFamily, StatusLabels};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
@@ -26,6 +26,9 @@ pub(crate) struct Recorder<L> {
     pub(crate) in_flight: Option<Gauge>,
     pub(crate) requests: Option<Counter>,
     pub(crate) retries: Option<RetryCounters>,
+    /// The duration counts from the request's `RequestStart` when it has one (the route's;
+    /// a backend's counts from its own call).
+    pub(crate) from_request_start: bool,
 }
 
 pub(crate) struct RetryCounters {
@@ -248,12 +251,17 @@ where
         if let Some(c) = &self.recorder.requests {
             c.inc();
         }
+        let start = match self.recorder.from_request_start {
+            true => req.extensions().get::<RequestStart>().map(|s| s.0),
+            false => None,
+        }
+        .unwrap_or_else(clock::now);
         ResponseFuture {
             inner: self.inner.call(req),
             done: Some(Done {
                 recorder: self.recorder.clone(),
                 extract: self.extract.clone(),
-                start: clock::now(),
+                start,
             }),
             protocol,
             classify: classify.into(),

@@ -4,7 +4,7 @@ use crate::{
 };
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
-use linkerd_http_classify::{Protocol, ProxyError};
+use linkerd_http_classify::{Protocol, ProxyError, RequestStart, clock};
 use pin_project_lite::pin_project;
 use std::{
     fmt,
@@ -411,8 +411,15 @@ where
                 // The rule's service is called once the delay ends: a clone of its own.
                 let then = match next {
                     Next::Respond(rsp) => Then::Respond(rsp),
-                    Next::Call(req) => match self.services[id].clone() {
-                        Some(svc) => Then::Call(svc, req),
+                    Next::Call(mut req) => match self.services[id].clone() {
+                        Some(svc) => {
+                            // The rule's metrics count the request from now, not from the
+                            // end of the delay (an earlier start set further out stays).
+                            if req.extensions().get::<RequestStart>().is_none() {
+                                req.extensions_mut().insert(RequestStart(clock::now()));
+                            }
+                            Then::Call(svc, req)
+                        }
                         None => Then::Respond(synthetic(&ProxyError::no_backends(), protocol)),
                     },
                 };
