@@ -1214,4 +1214,17 @@ routes:
         stderr.contains(missing.to_str().unwrap()),
         "names the path: {stderr}"
     );
+    // An address that cannot be bound (held here) is an error too: exit 2, naming it.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let busy_listen = ["--listen", addr.as_str()];
+    let busy_admin = ["--listen", "127.0.0.1:0", "--admin", addr.as_str()];
+    for args in [&busy_listen[..], &busy_admin[..]] {
+        let (code, _, stderr) = run_proxy(args);
+        assert_eq!(code, 2, "{args:?} ({addr} busy): exit 2; stderr: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")),
+            "names the address: {stderr}"
+        );
+    }
 }

@@ -7,8 +7,9 @@
 //! `outbound_{http,grpc}_route_request_statuses_total` and friends, so every row of DESIGN.md
 //! section 5 shows up with its `error` label. The route is the one the router matched (its
 //! `RouteMatch` response extension), or `route_name=""` when none matched (no route, bad
-//! request), in the gRPC families for gRPC clients. The duration counts from when the request
-//! reached this layer (so it includes an injected delay).
+//! request), in the gRPC families for gRPC clients. The duration counts from the start the
+//! router marks on the answers it delayed (so it includes an injected delay), else from the
+//! answer (the others are immediate).
 
 use crate::{BoxError, RouterBody, stack::box_body};
 use http::{Request, Response};
@@ -24,7 +25,6 @@ use std::{
     sync::Arc,
     task::{Context, Poll},
 };
-use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 /// Records the requests no rule stack recorded.
@@ -84,7 +84,6 @@ where
             inner: self.inner.call(req),
             protocol,
             classifier,
-            start: clock::now(),
             metrics: Some(self.metrics.clone()),
             record: None,
         }
@@ -102,8 +101,6 @@ pin_project_lite::pin_project! {
         inner: F,
         protocol: Protocol,
         classifier: Option<PackedClassifier>,
-        // When the request reached this layer: the recorded duration counts from here.
-        start: Instant,
         metrics: Option<Arc<Metrics>>,
         record: Option<RecordFuture>,
     }
@@ -141,7 +138,6 @@ where
                 .expect("EdgeFuture polled after completion");
             *this.record = Some(Box::pin(record(
                 rsp,
-                *this.start,
                 *this.protocol,
                 this.classifier.as_ref().map(PackedClassifier::unpack),
                 metrics,
@@ -153,7 +149,6 @@ where
 /// Records an answer no rule recorded in the route families, and returns it.
 async fn record(
     rsp: Response<RouterBody>,
-    start: Instant,
     protocol: Protocol,
     classifier: Option<ResponseClassifier>,
     metrics: Arc<Metrics>,
@@ -165,6 +160,12 @@ async fn record(
     // The route layer reads the protocol and classifier from the request it wraps.
     let mut probe = Request::new(());
     probe.extensions_mut().insert(protocol);
+    // The duration counts from the request's start when the answer carries it (the router
+    // marks the answers it delayed), else from now: these answers are immediate.
+    let start = rsp
+        .extensions()
+        .get::<RequestStart>()
+        .map_or_else(clock::now, |s| s.0);
     probe.extensions_mut().insert(RequestStart(start));
     if let Some(c) = classifier {
         probe.extensions_mut().insert(c);

@@ -153,7 +153,7 @@ async fn serve(mut config: Config) -> i32 {
                 "error: accessLog.output: cannot open {}: {e}",
                 config.access_log.output
             );
-            return 1;
+            return 2;
         }
     };
 
@@ -169,14 +169,14 @@ async fn serve(mut config: Config) -> i32 {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: cannot listen on {}: {e}", config.listen);
-            return 1;
+            return 2;
         }
     };
     let admin_listener = match tokio::net::TcpListener::bind(config.admin).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: cannot listen on {} (admin): {e}", config.admin);
-            return 1;
+            return 2;
         }
     };
     let (Ok(listen), Ok(admin)) = (listener.local_addr(), admin_listener.local_addr()) else {
@@ -229,9 +229,9 @@ async fn serve(mut config: Config) -> i32 {
     let params = server::ServerParams {
         header_read_timeout: config.server.header_read_timeout.0,
         h2: server_h2_settings(&config),
-        on_reset: Some(server::ResetObserver(Arc::new(move |reason| {
+        on_reset: Some(server::ResetObserver::new(move |reason| {
             reset_metrics.record_reset(linkerd_http_prom::Direction::Outbound, reason);
-        }))),
+        })),
     };
     let conn_metrics = metrics.clone();
     let observer: server::ConnectionObserver = Arc::new(move |protocol| {

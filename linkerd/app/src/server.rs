@@ -44,15 +44,25 @@ pub struct ServerParams {
 /// stack's answer failed (its response future, or its response body after the headers): the
 /// reason hyper puts in the frame, the first `h2::Reason` in the error's `source()` chain,
 /// else `INTERNAL_ERROR` (for `http_stream_resets_total{direction="outbound"}`).
+///
+/// A thin pointer: each HTTP/2 request's future and body hold a clone.
 #[derive(Clone)]
-pub struct ResetObserver(pub Arc<dyn Fn(h2::Reason) + Send + Sync>);
+pub struct ResetObserver(Arc<ObserveFn>);
+
+/// The observer's function, behind one thin pointer.
+struct ObserveFn(Box<dyn Fn(h2::Reason) + Send + Sync>);
 
 impl ResetObserver {
+    /// An observer calling `f`.
+    pub fn new(f: impl Fn(h2::Reason) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(ObserveFn(Box::new(f))))
+    }
+
     /// Reports the reset sent for `error`.
     pub(crate) fn sent_for(&self, error: &(dyn std::error::Error + 'static)) {
         let reason =
             linkerd_http_classify::find_h2_reason(error).unwrap_or(h2::Reason::INTERNAL_ERROR);
-        (self.0)(reason);
+        (self.0.0)(reason);
     }
 }
 

@@ -410,7 +410,11 @@ where
             next => {
                 // The rule's service is called once the delay ends: a clone of its own.
                 let then = match next {
-                    Next::Respond(rsp) => Then::Respond(rsp),
+                    Next::Respond(mut rsp) => {
+                        // The answer's metrics count the request from now, with the delay.
+                        rsp.extensions_mut().insert(RequestStart(clock::now()));
+                        Then::Respond(rsp)
+                    }
                     Next::Call(mut req) => match self.services[id].clone() {
                         Some(svc) => {
                             // The rule's metrics count the request from now, not from the
