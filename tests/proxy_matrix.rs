@@ -1246,7 +1246,7 @@ async fn access_lines(path: &std::path::Path, want: usize) -> Vec<serde_json::Va
 /// attempt), `outbound` each reset the proxy sends a client: once per request whatever the
 /// retries, never to an HTTP/1 client (which gets a 502), and also for the resets the proxy
 /// makes itself (a stream timeout after the headers). The access log of a request answered
-/// by a reset still names its route and counts its attempts.
+/// by a reset still names its route and backend and counts its attempts.
 #[tokio::test]
 async fn resets_are_counted_where_they_are_sent() {
     let h2_backend = TestServer::backend().await.unwrap();
@@ -1349,12 +1349,14 @@ async fn resets_are_counted_where_they_are_sent() {
         .unwrap_or_else(|| panic!("the reset request's line: {lines:#?}"));
     assert_eq!(reset["error"], "RESET", "{reset}");
     assert_eq!(reset["route"], "retried", "the route is known: {reset}");
+    assert_eq!(reset["backend"], "h2", "the backend that failed: {reset}");
     assert_eq!(reset["attempts"], 3, "1 + 2 retries: {reset}");
     let h1_line = lines
         .iter()
         .find(|l| l["status"] == 502)
         .unwrap_or_else(|| panic!("the 502's line: {lines:#?}"));
     assert_eq!(h1_line["route"], "retried", "{h1_line}");
+    assert_eq!(h1_line["backend"], "h2", "{h1_line}");
     assert_eq!(h1_line["attempts"], 3, "{h1_line}");
 }
 

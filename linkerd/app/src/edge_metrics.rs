@@ -207,11 +207,14 @@ impl std::error::Error for RoutedError {
 }
 
 /// Copies what an error knows about its request into the extensions of the answer built for
-/// it: the matched route ([`RoutedError`]) and the retry outcome, as a routed response would
-/// carry them.
+/// it: the matched route ([`RoutedError`]), the backend that failed (the split's
+/// `BackendError`) and the retry outcome, as a routed response would carry them.
 pub fn annotate_answer(error: &(dyn std::error::Error + 'static), ext: &mut http::Extensions) {
     if let Some(route) = routed(error) {
         ext.insert(route.clone());
+    }
+    if let Some(backend) = linkerd_http_route::BackendError::find(error) {
+        ext.insert(backend.clone());
     }
     if let Some(outcome) = linkerd_http_retry::RetryOutcome::from_error(error) {
         ext.insert(outcome);

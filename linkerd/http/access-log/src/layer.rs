@@ -74,10 +74,11 @@ impl ExtractInfo for ReadRouteInfo {
         }
     }
 
-    /// Attempts from the `RetryError` in the chain (the retry layer's error when its last
-    /// attempt failed); no route or backend (errors do not carry them).
+    /// The backend from the `BackendError` in the chain (the weighted split's), attempts from
+    /// the `RetryError` (the retry layer's when its last attempt failed); no route.
     fn extract_error(&self, error: &(dyn std::error::Error + 'static)) -> ResponseInfo {
         ResponseInfo {
+            backend: linkerd_http_route::BackendError::find(error).map(|b| b.as_arc().clone()),
             attempts: linkerd_http_retry::RetryOutcome::from_error(error).map(|o| o.attempts),
             ..ResponseInfo::default()
         }

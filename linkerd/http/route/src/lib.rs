@@ -128,6 +128,6 @@ pub use self::{
     response_headers::{ModifyFuture, ResponseHeaderModifier, ResponseHeaderModifierLayer},
     rng::SharedRng,
     router::{MakeRoute, ResponseFuture, RouteLayer, Router},
-    split::{NoBackends, SplitFuture, WeightedSplit},
+    split::{BackendError, NoBackends, SplitFuture, WeightedSplit},
     table::{RouteMatch, RoutePathKind, RouteTable, Rule, validate},
 };

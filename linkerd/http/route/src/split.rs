@@ -1,5 +1,6 @@
 use crate::{BackendName, SharedRng};
 use http::{Request, Response};
+use linkerd_http_classify::BoxError;
 use pin_project_lite::pin_project;
 use std::{
     fmt,
@@ -33,6 +34,17 @@ struct Split<S> {
     /// Running sums of the weights, aligned with `backends`.
     cumulative: Box<[u64]>,
     rng: SharedRng,
+}
+
+/// The error of a picked backend, with the backend's name: its [`source`] is the backend's
+/// error, so error mapping and classification (which walk `source()` chains) see through it,
+/// and the access log can name the backend of a request that got no response from it.
+///
+/// [`source`]: std::error::Error::source
+#[derive(Debug)]
+pub struct BackendError {
+    backend: BackendName,
+    source: BoxError,
 }
 
 /// [`WeightedSplit::new`] was given no backend with a non-zero weight: the router answers
@@ -122,9 +134,10 @@ impl<S> fmt::Debug for WeightedSplit<S> {
 impl<S, B, RB> Service<Request<B>> for WeightedSplit<S>
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
 {
     type Response = Response<RB>;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = SplitFuture<S, Request<B>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -146,17 +159,55 @@ where
 impl<S, R, RB> Future for SplitFuture<S, R>
 where
     S: Service<R, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
 {
-    type Output = Result<Response<RB>, S::Error>;
+    type Output = Result<Response<RB>, BoxError>;
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut rsp = std::task::ready!(this.call.poll(cx))?;
-        if let Some(name) = this.backend.take() {
-            rsp.extensions_mut().insert(name);
-        }
-        Poll::Ready(Ok(rsp))
+        let result = std::task::ready!(this.call.poll(cx));
+        let backend = this.backend.take();
+        Poll::Ready(match (result, backend) {
+            (Ok(mut rsp), Some(name)) => {
+                rsp.extensions_mut().insert(name);
+                Ok(rsp)
+            }
+            (Ok(rsp), None) => Ok(rsp),
+            (Err(e), Some(backend)) => Err(Box::new(BackendError {
+                backend,
+                source: e.into(),
+            })),
+            (Err(e), None) => Err(e.into()),
+        })
+    }
+}
+
+// === impl BackendError ===
+
+impl BackendError {
+    /// The backend that failed.
+    pub fn backend(&self) -> &BackendName {
+        &self.backend
+    }
+
+    /// The backend named by the first `BackendError` in `error`'s `source()` chain.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BackendName> {
+        linkerd_http_classify::chain(error)
+            .find_map(|e| e.downcast_ref::<Self>())
+            .map(Self::backend)
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
     }
 }
 
@@ -178,3 +229,31 @@ impl fmt::Display for NoBackends {
 }
 
 impl std::error::Error for NoBackends {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_backend_error_names_the_backend() {
+        let failing = tower::service_fn(|_: Request<()>| async {
+            Err::<Response<()>, BoxError>("refused".into())
+        });
+        let split = WeightedSplit::new(
+            vec![(BackendName::new("web"), 1, failing)],
+            SharedRng::seeded(1),
+        )
+        .expect("a backend");
+        let error = split.oneshot(Request::new(())).await.expect_err("fails");
+        assert_eq!(
+            BackendError::find(&*error)
+                .map(BackendName::as_arc)
+                .map(|n| &**n),
+            Some("web")
+        );
+        assert_eq!(error.to_string(), "refused", "displays the backend's error");
+        let source = std::error::Error::source(&*error).expect("the backend's error");
+        assert_eq!(source.to_string(), "refused");
+    }
+}
