@@ -1490,6 +1490,70 @@ async fn durations_count_from_arrival() {
     }
 }
 
+/// An HTTP/2 client's `cookie` fields reach an HTTP/1.1 backend as one field, joined with
+/// "; " (RFC 9113 section 8.2.3); a single one is left as it is.
+#[tokio::test]
+async fn http2_cookies_are_joined_for_http1_backends() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let server = tokio::spawn(async move {
+        // Bounded by the test: aborted when it ends.
+        while let Ok((mut io, _)) = listener.accept().await {
+            let heads_tx = heads_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let head = read_head(&mut io).await;
+                    if head.is_empty() {
+                        return;
+                    }
+                    let _ = heads_tx.send(head);
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if io.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let rest = "routes:
+  - name: r
+    rules:
+      - backendRefs: [{ name: b }]
+";
+    let proxy = Proxy::start(&config(&backends(&[("b", "http1", &[addr])]), rest), &[]);
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let cookies = |head: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| value.trim().to_owned())
+            .collect()
+    };
+    let req = get("/two")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Bytes::new())
+        .unwrap();
+    assert_eq!(h2.request(req).await.unwrap().status, StatusCode::OK);
+    let head = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cookies(&head), ["a=1; b=2"], "{head}");
+    let req = get("/one")
+        .header("cookie", "c=3")
+        .body(Bytes::new())
+        .unwrap();
+    assert_eq!(h2.request(req).await.unwrap().status, StatusCode::OK);
+    let head = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cookies(&head), ["c=3"], "{head}");
+    server.abort();
+}
+
 // === tunnels ===
 
 #[tokio::test]

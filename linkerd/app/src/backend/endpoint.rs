@@ -164,6 +164,9 @@ impl Endpoint {
             && !req.headers().contains_key(http::header::UPGRADE)
         {
             origin_form(&mut req, self.addr);
+            if req.version() == Version::HTTP_2 {
+                join_cookies(&mut req);
+            }
             *req.version_mut() = Version::HTTP_11;
             let response = pool.clone().send_now(req);
             let health = self.health.clone();
@@ -182,6 +185,9 @@ impl Endpoint {
         absolute_uri(&mut req, self.addr);
         if !self.http2 && req.method() != http::Method::CONNECT {
             pool_by_endpoint(&mut req, &self.pool_key);
+        }
+        if !self.http2 && req.version() == Version::HTTP_2 {
+            join_cookies(&mut req);
         }
         *req.version_mut() = if self.http2 {
             Version::HTTP_2
@@ -339,6 +345,27 @@ fn origin_form<B>(req: &mut Request<B>, addr: SocketAddr) {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(path);
+    }
+}
+
+/// An HTTP/2 request's `cookie` fields as one, for HTTP/1.1 (RFC 9113 section 8.2.3: split
+/// cookie fields "MUST be concatenated into a single field line using the two-octet
+/// delimiter of 0x3b, 0x20" before an HTTP/1.1 hop, whose servers may read only the first).
+fn join_cookies<B>(req: &mut Request<B>) {
+    use http::header::COOKIE;
+    let headers = req.headers();
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+        req.headers_mut().insert(COOKIE, value);
     }
 }
 

@@ -929,6 +929,9 @@ fn http_match(errors: &mut Errors, path: &FieldPath, m: &HttpMatchConfig) -> Htt
     out
 }
 
+/// The largest `backendRefs[].weight` (the Gateway API's bound).
+const MAX_WEIGHT: u32 = 1_000_000;
+
 fn backends(
     errors: &mut Errors,
     path: &FieldPath,
@@ -943,7 +946,14 @@ fn backends(
                 errors.add(bp.field("name"), format!("unknown backend {:?}", b.name));
                 return None;
             }
-            Some(BackendRef::new(b.name.as_str(), b.weight.unwrap_or(1)))
+            let weight = b.weight.unwrap_or(1);
+            if weight > MAX_WEIGHT {
+                errors.add(
+                    bp.field("weight"),
+                    format!("weight {weight} is over the maximum, {MAX_WEIGHT}"),
+                );
+            }
+            Some(BackendRef::new(b.name.as_str(), weight))
         })
         .collect()
 }
@@ -1293,6 +1303,8 @@ fn extensions(
 ) -> RuleExtensions {
     let timeouts = timeouts.map(|t| {
         let tp = path.field("timeouts");
+        // A backendRequest longer than the request is accepted (GEP-1742's CRD rejects it):
+        // the request's deadline cuts the attempt first.
         Timeouts {
             request: errors.duration(&tp.field("request"), t.request.as_ref()),
             backend_request: errors
@@ -1334,13 +1346,14 @@ fn extensions(
                     None => errors.add(cp, "expected a gRPC code name (e.g. unavailable) or 0-16"),
                 }
             } else {
+                // GEP-1731: retryable codes are 400-599.
                 match number
-                    .filter(|n| (100..=599).contains(n))
+                    .filter(|n| (400..=599).contains(n))
                     .and_then(|n| u16::try_from(n).ok())
                     .and_then(|n| StatusCode::from_u16(n).ok())
                 {
                     Some(s) => out.http_codes.push(s),
-                    None => errors.add(cp, "expected an HTTP status code (100-599)"),
+                    None => errors.add(cp, "expected an HTTP status code (400-599)"),
                 }
             }
         }

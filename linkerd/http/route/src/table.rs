@@ -340,8 +340,26 @@ fn validate_filters(
 ) {
     let mut redirect = None;
     let mut rewrite = None;
+    // The Gateway API allows each of these once per rule.
+    let mut seen: Vec<&'static str> = Vec::new();
     for (i, f) in filters.iter().enumerate() {
         let fp = path.field("filters").index(i);
+        let once = match f {
+            Filter::RequestHeaderModifier(_) => Some("RequestHeaderModifier"),
+            Filter::ResponseHeaderModifier(_) => Some("ResponseHeaderModifier"),
+            Filter::RequestRedirect(_) => Some("RequestRedirect"),
+            Filter::UrlRewrite(_) => Some("URLRewrite"),
+            Filter::RequestMirror(_) | Filter::InjectFailure(_) => None,
+        };
+        if let Some(kind) = once {
+            if seen.contains(&kind) {
+                errors.push(ConfigError::new(
+                    fp.clone(),
+                    format!("{kind} cannot be repeated in one rule"),
+                ));
+            }
+            seen.push(kind);
+        }
         match f {
             Filter::RequestRedirect(r) => {
                 let fp = fp.field("requestRedirect");

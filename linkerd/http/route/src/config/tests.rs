@@ -467,6 +467,42 @@ routes:
 }
 
 #[test]
+fn gateway_api_bounds_are_checked() {
+    let errors = errors_of(
+        r#"
+routes:
+  - name: a
+    rules:
+      - backendRefs: [{ name: web, weight: 1000001 }]
+        timeouts: { request: 1s, backendRequest: 2s }
+        retry: { codes: [200, 503, 600] }
+      - filters:
+          - type: RequestHeaderModifier
+            requestHeaderModifier: { set: [{ name: x-a, value: "1" }] }
+          - type: RequestHeaderModifier
+            requestHeaderModifier: { set: [{ name: x-b, value: "1" }] }
+          - type: ResponseHeaderModifier
+            responseHeaderModifier: { add: [{ name: x-c, value: "1" }] }
+        backendRefs: [{ name: web, weight: 1000000 }]
+        timeouts: { request: 0s, backendRequest: 2s }
+"#,
+    );
+    let expect = [
+        "routes[0].rules[0].backendRefs[0].weight: weight 1000001 is over the maximum, 1000000",
+        "routes[0].rules[0].retry.codes[0]: expected an HTTP status code (400-599)",
+        "routes[0].rules[0].retry.codes[2]: expected an HTTP status code (400-599)",
+        "routes[0].rules[1].filters[1]: RequestHeaderModifier cannot be repeated in one rule",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|got| got.starts_with(e)),
+            "expected an error starting with {e:?}, got {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "no other errors: {errors:#?}");
+}
+
+#[test]
 fn grpc_validation() {
     let errors = errors_of(
         r"
