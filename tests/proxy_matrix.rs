@@ -1888,18 +1888,7 @@ grpcRoutes:
     sent += 1;
 
     // The log is written when bodies end, through a batched writer: wait (bounded).
-    let mut lines: Vec<serde_json::Value> = vec![];
-    for _ in 0..250 {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        lines = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON line {l:?}: {e}")))
-            .collect();
-        if lines.len() >= sent {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines = access_lines(&log, sent).await;
     assert_eq!(lines.len(), sent, "one line per request: {lines:#?}");
 
     // Field types (DESIGN.md section 7).
