@@ -159,7 +159,8 @@ impl Body for WatchedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A held-back error is still to come: not the end (hyper would end the body cleanly).
+        self.deferred.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
