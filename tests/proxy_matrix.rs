@@ -1402,22 +1402,39 @@ async fn http1_upstream_cut_mid_body_is_a_reset() {
             "{i}: the body ends with an error, not cleanly"
         );
     }
+    // A chunked body cut the same way (the upstream aborts the connection mid-body): the
+    // client's body fails too, never ends cleanly with a final chunk.
+    for i in 0..N {
+        let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+        let req = get("/cut-chunked")
+            .header("x-test-reset-after-headers", "CANCEL")
+            .header("x-test-body-len", "10")
+            .body(empty())
+            .unwrap();
+        let rsp = h1
+            .send(req)
+            .await
+            .unwrap_or_else(|e| panic!("{i}: a response head: {e}"));
+        assert_eq!(rsp.status(), 200);
+        let (_, error) = collect_until_error(rsp.into_body()).await;
+        assert!(error.is_some(), "{i}: the chunked body ends with an error");
+    }
     let labels = [
         ("route_name", "r"),
         ("http_status", "200"),
         ("error", "RESET"),
     ];
     let scrape = proxy
-        .scrape_until(|s| s.sum(STATUSES, &labels) == N as f64)
+        .scrape_until(|s| s.sum(STATUSES, &labels) == 2.0 * N as f64)
         .await;
     assert_eq!(
         scrape.sum(STATUSES, &labels),
-        N as f64,
+        2.0 * N as f64,
         "RESET after the headers: {:#?}",
         statuses(&scrape)
     );
-    let lines = access_lines(&log, N).await;
-    assert_eq!(lines.len(), N, "{lines:#?}");
+    let lines = access_lines(&log, 2 * N).await;
+    assert_eq!(lines.len(), 2 * N, "{lines:#?}");
     for l in &lines {
         assert_eq!(l["status"], 200, "{l}");
         assert_eq!(l["error"], "RESET", "{l}");
