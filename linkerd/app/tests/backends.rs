@@ -420,6 +420,38 @@ async fn a_full_wait_list_sheds_from_the_start() {
     waiter.abort();
 }
 
+/// A name that does not resolve, or resolves to nothing, is an empty set once looked up:
+/// requests get `no endpoints` at once, not after `failFast` (DESIGN.md section 3: "503 at
+/// once when the endpoint set is empty").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_failed_first_dns_answer_fails_fast_at_once() {
+    let answers: [io::Result<Vec<SocketAddr>>; 2] = [
+        Err(io::Error::new(io::ErrorKind::NotFound, "no such name")),
+        Ok(vec![]),
+    ];
+    for answer in answers {
+        let what = format!("{answer:?}");
+        let mut svc = BackendHandle::new(
+            &params(Duration::from_secs(60), 100),
+            Discovery::Dns {
+                target: "web.test:80".into(),
+                refresh: Duration::from_secs(60),
+                resolver: Arc::new(FakeResolver(Arc::new(Mutex::new(answer)))),
+            },
+        );
+        // Well under the 60 s fail-fast: the answer must not wait for it.
+        let err = tokio::time::timeout(Duration::from_secs(10), send(&mut svc, req(None)))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: answered before failFast"))
+            .expect_err("no endpoints");
+        assert_eq!(
+            to_proxy_error(&*err).kind(),
+            ProxyErrorKind::NoEndpoints,
+            "{what}"
+        );
+    }
+}
+
 /// A resolver whose every answer takes `delay`.
 #[derive(Clone)]
 struct SlowResolver(Vec<SocketAddr>, Duration);

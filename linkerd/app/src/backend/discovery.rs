@@ -88,12 +88,16 @@ impl Discovery {
             } => {
                 let (tx, rx) = watch::channel(BTreeSet::new());
                 tokio::spawn(async move {
+                    // The first lookup always notifies, even when it found nothing or failed:
+                    // from then on the set is known (empty: `no endpoints` at once, DESIGN.md
+                    // section 3), not "not resolved yet".
+                    let mut first = true;
                     loop {
                         match resolver.resolve(&target).await {
                             Ok(addrs) => {
                                 let set: BTreeSet<_> = addrs.into_iter().collect();
                                 tx.send_if_modified(|cur| {
-                                    if *cur == set {
+                                    if *cur == set && !first {
                                         false
                                     } else {
                                         *cur = set;
@@ -103,8 +107,12 @@ impl Discovery {
                             }
                             Err(error) => {
                                 tracing::warn!(%target, %error, "DNS lookup failed; keeping the last endpoints");
+                                if first {
+                                    tx.send_modify(|_| {});
+                                }
                             }
                         }
+                        first = false;
                         tokio::select! {
                             _ = tokio::time::sleep(refresh) => {}
                             _ = tx.closed() => return,

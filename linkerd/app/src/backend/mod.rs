@@ -361,7 +361,13 @@ fn endpoint_changes(
     tokio::spawn(async move {
         let mut current: HashMap<SocketAddr, Endpoint> = HashMap::new();
         loop {
-            let next: BTreeSet<SocketAddr> = addrs.borrow_and_update().clone();
+            let next: BTreeSet<SocketAddr> = {
+                let set = addrs.borrow_and_update();
+                // A change seen here (before `changed()` below could report it) is discovery's
+                // first answer too.
+                known |= set.has_changed();
+                set.clone()
+            };
             for gone in current
                 .keys()
                 .filter(|a| !next.contains(a))
