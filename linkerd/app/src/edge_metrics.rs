@@ -223,23 +223,16 @@ pub fn annotate_answer(error: &(dyn std::error::Error + 'static), ext: &mut http
 
 /// The route a [`RoutedError`] in `error`'s chain names.
 fn routed<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a RouteMatch> {
-    let mut next = Some(error);
-    // An error chain is finite; the bound guards against a cyclic one.
-    for _ in 0..32 {
-        let e = next?;
-        if let Some(routed) = e.downcast_ref::<RoutedError>() {
-            return Some(&routed.route);
-        }
-        next = e.source();
-    }
-    None
+    linkerd_http_classify::chain(error)
+        .find_map(|e| e.downcast_ref::<RoutedError>())
+        .map(|r| &r.route)
 }
 
 /// The access log's reader of route, backend and attempts: a response's extensions as
 /// [`ReadRouteInfo`] reads them; for a request that got no response (an HTTP/2 client
-/// answered by a reset) the error's chain: the annotations of error mapping's
-/// [`ResetStream`](crate::errors::ResetStream), else the matched route ([`RoutedError`]) and
-/// the attempts (the retry layer's error).
+/// answered by a reset) the annotations error mapping put on its
+/// [`ResetStream`](crate::errors::ResetStream) (every error of the stack passes through error
+/// mapping; anything else is read as [`ReadRouteInfo`] reads errors).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReadAnswerInfo;
 
@@ -255,10 +248,7 @@ impl ExtractInfo for ReadAnswerInfo {
         {
             return ReadRouteInfo.extract(reset.annotations());
         }
-        ResponseInfo {
-            route: routed(error).map(|r| r.route_name_arc().clone()),
-            ..ReadRouteInfo.extract_error(error)
-        }
+        ReadRouteInfo.extract_error(error)
     }
 }
 

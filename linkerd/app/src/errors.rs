@@ -27,7 +27,8 @@ pub struct ErrorMap<S> {
 /// The error returned to hyper for an upstream reset on an HTTP/2 connection: its `source()`
 /// chain holds the `ProxyError` (for metrics and logs) and then `h2::Error::from(reason)`, which
 /// hyper uses to reset the client's stream. It also carries what a synthetic answer's
-/// extensions would (the matched route, the retry outcome), for the access log.
+/// extensions would (the matched route, the failed backend, the retry outcome), for the
+/// access log.
 #[derive(Debug)]
 pub struct ResetStream {
     error: ProxyError,
@@ -36,7 +37,7 @@ pub struct ResetStream {
 
 impl ResetStream {
     /// What the request's answer would have carried in its extensions: the matched route
-    /// (`RouteMatch`) and the retry outcome, when known.
+    /// (`RouteMatch`), the failed backend (`BackendName`) and the retry outcome, when known.
     pub fn annotations(&self) -> &http::Extensions {
         &self.annotations
     }
