@@ -1,8 +1,8 @@
 use crate::{
     Attempt, DeadlineExceeded, PeekTrailers, PeekTrailersBody, PerTryTimeout, Policy, ReplayBody,
-    RetryError, RetryOutcome, RetryStop, head::PackedHeaders, policy::Decision,
+    RetryError, RetryOutcome, RetryStop, head::PackedHead, policy::Decision, replay::ReplaySource,
 };
-use http::{Extensions, HeaderValue, Method, Request, Response, Uri, Version, response};
+use http::{Extensions, HeaderValue, Request, Response, Version, response};
 use http_body::Body;
 use linkerd_http_classify::clock;
 use linkerd_http_classify::{BoxError, Deadline, grpc_status};
@@ -55,23 +55,24 @@ pin_project! {
 struct Retrying<S, P, B> {
     service: S,
     policy: P,
-    /// An unpolled clone of the request body and the request head, for the next attempt;
-    /// `None` when the body cannot be replayed (or no retry is allowed).
-    /// Boxed: most of the future's size otherwise, moved by every layer above.
-    template: Option<Box<(SavedHead, ReplayBody<B>)>>,
+    /// What the next attempt is made of; `None` when the body cannot be replayed (or no
+    /// retry is allowed).
+    template: Option<Template<B>>,
     attempts: u32,
     deadline: Option<Instant>,
     peek: bool,
 }
 
-/// The head of the request as its first attempt was sent, with the extensions the policy
-/// replays; the headers packed (see [`PackedHeaders`]).
-struct SavedHead {
-    method: Method,
-    uri: Uri,
+/// The request as its first attempt was sent: the head packed into one buffer (see
+/// [`PackedHead`]), the extensions the policy replays, and the body's replay source. About
+/// 40 bytes and one allocation of the head's size, where clones of the head and the body
+/// would take over 400: every request with a policy writes this to memory the CPU has not
+/// touched for a while, and almost none reads it back.
+struct Template<B> {
+    head: PackedHead,
     version: Version,
-    headers: PackedHeaders,
     extensions: Extensions,
+    body: ReplaySource<B>,
 }
 
 enum Step<T> {
@@ -115,15 +116,13 @@ where
         let body = ReplayBody::new(body, policy.max_request_bytes());
         // Cloned before `Attempt(1)` goes in: each retry inserts its own number.
         let template = if policy.max_retries() > 0 {
-            body.try_clone().and_then(|b| {
-                let head = SavedHead {
-                    method: parts.method.clone(),
-                    uri: parts.uri.clone(),
+            body.source().and_then(|body| {
+                Some(Template {
+                    head: PackedHead::pack(&parts.method, &parts.uri, &parts.headers)?,
                     version: parts.version,
-                    headers: PackedHeaders::pack(&parts.headers)?,
                     extensions: policy.replay_extensions(&parts),
-                };
-                Some(Box::new((head, b)))
+                    body,
+                })
             })
         } else {
             None
@@ -379,9 +378,9 @@ where
         if self.attempts > self.policy.max_retries() {
             return Step::Finish(result, Some(RetryStop::LimitExceeded));
         }
-        match self.template.as_deref() {
-            Some((_, body)) if body.is_replayable() => {}
-            Some((_, body)) if !body.is_capped() => {
+        match &self.template {
+            Some(t) if t.body.is_replayable() => {}
+            Some(t) if !t.body.is_capped() => {
                 // The original body failed: the attempt's own result says why.
                 return Step::Finish(result, None);
             }
@@ -422,25 +421,25 @@ where
             // A failed service cannot take the retry either; the last result stands.
             Poll::Ready(Err(_)) | Poll::Pending => return Err(RetryStop::NotReady),
         }
-        let Some((head, template)) = self.template.as_deref() else {
+        let Some(template) = &self.template else {
             return Err(RetryStop::BodyTooLarge);
         };
-        // Unpacking cannot fail (see `PackedHeaders::unpack`); if it did, the request could
+        // Unpacking cannot fail (see `PackedHead::unpack`); if it did, the request could
         // not be sent again, as if its body could not.
-        let Some(headers) = head.headers.unpack() else {
+        let Some((method, uri, headers)) = template.head.unpack() else {
             return Err(RetryStop::BodyTooLarge);
         };
         // The previous attempt may still be streaming the body and pass the cap meanwhile.
-        let Some(body) = template.try_clone() else {
+        let Some(body) = template.body.try_clone() else {
             return Err(RetryStop::BodyTooLarge);
         };
         self.attempts += 1;
         let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = head.method.clone();
-        parts.uri = head.uri.clone();
-        parts.version = head.version;
+        parts.method = method;
+        parts.uri = uri;
+        parts.version = template.version;
         parts.headers = headers;
-        parts.extensions = head.extensions.clone();
+        parts.extensions = template.extensions.clone();
         parts.extensions.insert(Attempt(self.attempts));
         if let Some(name) = self.policy.attempt_header() {
             parts

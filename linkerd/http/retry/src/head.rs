@@ -1,79 +1,80 @@
-//! The headers a retry sends again, packed into one buffer while the first attempt runs.
+//! The head a retry sends again, packed into one buffer while the first attempt runs.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, uri};
 
-/// A request's header fields as one byte buffer, in the map's iteration order (names in the
-/// order they were first inserted, each name's values in order): per field, the name's
-/// length (`u32`, little-endian) and bytes, the value's length and bytes, and a byte that is
-/// 1 when the value is [sensitive](HeaderValue::is_sensitive). Up to [`INLINE`] bytes are
-/// kept in the value itself (the retry layer keeps it in the box it already allocates for
-/// the request's template), more in one allocation of their own.
+/// A request's method, URI and header fields as one byte buffer of exactly their size.
 ///
-/// Why not a clone of the `HeaderMap`: a clone allocates the map's index and entries and
-/// takes a reference on the buffer behind every value, and it is dropped when the request's
-/// answer comes back. By then, with hundreds of requests in flight, all of it has left the
-/// CPU's caches, and the drop walks it: about a dozen last-level cache misses per request for
-/// a copy that a request without a retry never reads. A packed copy is dropped without being
-/// read; a retry (the rare case) parses the fields back.
-pub(crate) struct PackedHeaders(Buf);
+/// Layout: the method, then the URI's scheme, authority and path-and-query (each preceded
+/// by a byte that is 1 when the URI has it), then per header field (in the map's iteration
+/// order: names in the order they were first inserted, each name's values in order) the
+/// name, the value and a byte that is 1 when the value is [sensitive](HeaderValue::is_sensitive).
+/// Every string is preceded by its length (`u32`, little-endian).
+///
+/// Why not clones of the `Uri` and the `HeaderMap`: a map's clone allocates its index and
+/// entries and takes a reference on the buffer behind every value (so does a URI's), and it
+/// is dropped when the request's answer comes back. By then, with hundreds of requests in
+/// flight, all of it has left the CPU's caches, and the drop walks it: about a dozen
+/// last-level cache misses per request for a copy that a request without a retry never
+/// reads. A packed copy is one allocation of a few cache lines, freed without being read; a
+/// retry (the rare case) parses the head back.
+pub(crate) struct PackedHead(Box<[u8]>);
 
-/// Packed fields of at most this many bytes are kept inline: a few short fields, as many
-/// internal API and gRPC clients send (a browser's cookies or a bearer token take more, and
-/// go to the heap).
-pub(crate) const INLINE: usize = 128;
-
-enum Buf {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
-}
-
-impl PackedHeaders {
-    /// `headers`, packed; `None` when a field is longer than `u32::MAX` bytes.
-    pub(crate) fn pack(headers: &HeaderMap) -> Option<Self> {
-        let len = headers
+impl PackedHead {
+    /// The head, packed; `None` when a string is longer than `u32::MAX` bytes.
+    pub(crate) fn pack(method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Self> {
+        let parts = uri_parts(uri);
+        let uri_len = parts
+            .iter()
+            .map(|p| 1 + p.map_or(0, |s| 4 + s.len()))
+            .sum::<usize>();
+        let headers_len = headers
             .iter()
             .map(|(name, value)| 9 + name.as_str().len() + value.len())
             .sum::<usize>();
-        let fill = |out: &mut [u8]| -> Option<()> {
-            let mut at = 0;
-            for (name, value) in headers {
-                put(out, &mut at, name.as_str().as_bytes())?;
-                put(out, &mut at, value.as_bytes())?;
-                out[at] = u8::from(value.is_sensitive());
-                at += 1;
+        let len = 4 + method.as_str().len() + uri_len + headers_len;
+        let mut out = vec![0; len].into_boxed_slice();
+        let mut at = 0;
+        put(&mut out, &mut at, method.as_str().as_bytes())?;
+        for part in parts {
+            match part {
+                Some(s) => {
+                    out[at] = 1;
+                    at += 1;
+                    put(&mut out, &mut at, s.as_bytes())?;
+                }
+                None => at += 1,
             }
-            Some(())
-        };
-        let buf = match u8::try_from(len) {
-            Ok(short) if len <= INLINE => {
-                let mut bytes = [0; INLINE];
-                fill(&mut bytes[..len])?;
-                Buf::Inline { len: short, bytes }
-            }
-            _ => {
-                let mut bytes = vec![0; len].into_boxed_slice();
-                fill(&mut bytes)?;
-                Buf::Heap(bytes)
-            }
-        };
-        Some(Self(buf))
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match &self.0 {
-            Buf::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Buf::Heap(bytes) => bytes,
         }
+        for (name, value) in headers {
+            put(&mut out, &mut at, name.as_str().as_bytes())?;
+            put(&mut out, &mut at, value.as_bytes())?;
+            out[at] = u8::from(value.is_sensitive());
+            at += 1;
+        }
+        Some(Self(out))
     }
 
-    /// The headers as they were packed.
+    /// The head as it was packed.
     ///
-    /// `None` only if a field does not parse back, which cannot happen to fields taken from a
-    /// `HeaderMap`: [`HeaderName::from_bytes`] takes every name's text, and
+    /// `None` only if a part does not parse back, which cannot happen to parts taken from a
+    /// request: a URI's parts are accepted by the parsers that made them, [`Method`] takes its
+    /// own text back, [`HeaderName::from_bytes`] takes every name's text, and
     /// [`HeaderValue::from_bytes`] accepts exactly the bytes a value may hold.
-    pub(crate) fn unpack(&self) -> Option<HeaderMap> {
+    pub(crate) fn unpack(&self) -> Option<(Method, Uri, HeaderMap)> {
+        let mut rest = &self.0[..];
+        let method = Method::from_bytes(take(&mut rest)?).ok()?;
+        let mut parts = uri::Parts::default();
+        if let Some(s) = take_optional(&mut rest)? {
+            parts.scheme = Some(uri::Scheme::try_from(s).ok()?);
+        }
+        if let Some(s) = take_optional(&mut rest)? {
+            parts.authority = Some(uri::Authority::try_from(s).ok()?);
+        }
+        if let Some(s) = take_optional(&mut rest)? {
+            parts.path_and_query = Some(uri::PathAndQuery::try_from(s).ok()?);
+        }
+        let uri = Uri::from_parts(parts).ok()?;
         let mut map = HeaderMap::new();
-        let mut rest = self.bytes();
         while !rest.is_empty() {
             let name = HeaderName::from_bytes(take(&mut rest)?).ok()?;
             let mut value = HeaderValue::from_bytes(take(&mut rest)?).ok()?;
@@ -82,8 +83,24 @@ impl PackedHeaders {
             value.set_sensitive(sensitive == 1);
             map.append(name, value);
         }
-        Some(map)
+        Some((method, uri, map))
     }
+
+    /// Bytes held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A URI's scheme, authority and path-and-query, as [`Uri::into_parts`] would split them
+/// (which [`Uri::from_parts`] puts back together).
+fn uri_parts(uri: &Uri) -> [Option<&str>; 3] {
+    [
+        uri.scheme_str(),
+        uri.authority().map(uri::Authority::as_str),
+        uri.path_and_query().map(uri::PathAndQuery::as_str),
+    ]
 }
 
 /// Writes `bytes` with its length at `out[*at..]` (sized by `pack` to fit) and moves `at`
@@ -96,7 +113,7 @@ fn put(out: &mut [u8], at: &mut usize, bytes: &[u8]) -> Option<()> {
     Some(())
 }
 
-/// The next length-prefixed field of `rest`, which moves past it.
+/// The next length-prefixed string of `rest`, which moves past it.
 fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let (len, tail) = rest.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
@@ -108,10 +125,21 @@ fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(field)
 }
 
+/// The next presence byte and, when it is 1, the string after it.
+fn take_optional<'a>(rest: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let (&present, tail) = rest.split_first()?;
+    *rest = tail;
+    match present {
+        0 => Some(None),
+        1 => take(rest).map(Some),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Buf, INLINE, PackedHeaders};
-    use http::{HeaderMap, HeaderName, HeaderValue};
+    use super::PackedHead;
+    use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
     use proptest::prelude::*;
 
     /// Every field, in iteration order, with its sensitivity.
@@ -127,34 +155,53 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn an_empty_map_packs_into_nothing() {
-        let packed = PackedHeaders::pack(&HeaderMap::new()).unwrap();
-        assert!(packed.bytes().is_empty());
-        assert!(packed.unpack().unwrap().is_empty());
+    fn round_trip(method: &Method, uri: &Uri, headers: &HeaderMap) -> (Method, Uri, HeaderMap) {
+        PackedHead::pack(method, uri, headers)
+            .unwrap()
+            .unpack()
+            .unwrap()
     }
 
     #[test]
-    fn small_maps_stay_inline_and_larger_ones_go_to_the_heap() {
-        let mut map = HeaderMap::new();
-        map.insert("x-a", HeaderValue::from_static("1"));
-        assert!(matches!(
-            PackedHeaders::pack(&map).unwrap().0,
-            Buf::Inline { .. }
-        ));
-        // 9 + 3 + value bytes: exactly `INLINE` stays inline, one more does not.
-        for (extra, inline) in [(0, true), (1, false)] {
-            let value = "v".repeat(INLINE - 12 + extra);
-            map.insert("x-a", HeaderValue::from_str(&value).unwrap());
-            let packed = PackedHeaders::pack(&map).unwrap();
-            assert_eq!(
-                matches!(packed.0, Buf::Inline { .. }),
-                inline,
-                "{} bytes",
-                packed.bytes().len()
-            );
-            assert_eq!(packed.unpack().unwrap(), map);
+    fn a_bare_head_packs_into_a_few_bytes() {
+        let packed = PackedHead::pack(&Method::GET, &Uri::from_static("/"), &HeaderMap::new());
+        // "GET" and "/" with their lengths, and three presence bytes.
+        assert_eq!(packed.as_ref().unwrap().len(), 7 + 5 + 3);
+        let (method, uri, headers) = packed.unwrap().unpack().unwrap();
+        assert_eq!(method, Method::GET);
+        assert_eq!(uri, "/");
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn every_request_target_form_comes_back_as_it_was() {
+        let targets = [
+            "/",
+            "/a/b?c=d&e",
+            "*",
+            "http://example.com",
+            "http://example.com/",
+            "https://user@example.com:8443/p?q",
+            "foo+bar://h/x",
+            "example.com:443",
+            "[::1]:80",
+        ];
+        for target in targets {
+            let uri: Uri = target.parse().unwrap();
+            let (_, back, _) = round_trip(&Method::GET, &uri, &HeaderMap::new());
+            assert_eq!(back, uri, "{target}");
+            assert_eq!(back.to_string(), uri.to_string(), "{target}");
+            assert_eq!(back.path_and_query(), uri.path_and_query(), "{target}");
+            assert_eq!(back.authority(), uri.authority(), "{target}");
+            assert_eq!(back.scheme(), uri.scheme(), "{target}");
         }
+    }
+
+    #[test]
+    fn extension_methods_come_back() {
+        let method = Method::from_bytes(b"PURGE").unwrap();
+        let (back, _, _) = round_trip(&method, &Uri::from_static("/"), &HeaderMap::new());
+        assert_eq!(back, method);
     }
 
     #[test]
@@ -167,7 +214,7 @@ mod tests {
         secret.set_sensitive(true);
         map.append("authorization", secret);
         map.append("cookie", HeaderValue::from_bytes(b"b=\t\x80\xff").unwrap());
-        let back = PackedHeaders::pack(&map).unwrap().unpack().unwrap();
+        let (_, _, back) = round_trip(&Method::POST, &Uri::from_static("/"), &map);
         assert_eq!(back, map);
         assert_eq!(fields(&back), fields(&map));
         assert!(back["authorization"].is_sensitive());
@@ -175,18 +222,23 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_buffer_is_refused_not_misread() {
+    fn a_truncated_or_altered_buffer_is_refused_not_misread() {
         let mut map = HeaderMap::new();
         map.insert("x-a", HeaderValue::from_static("value"));
-        let packed = PackedHeaders::pack(&map).unwrap();
-        for cut in 0..packed.bytes().len() {
-            let short = PackedHeaders(Buf::Heap(packed.bytes()[..cut].into()));
+        let uri = Uri::from_static("http://h/p");
+        let packed = PackedHead::pack(&Method::GET, &uri, &map).unwrap();
+        for cut in 0..packed.len() {
+            let short = PackedHead(packed.0[..cut].into());
             let back = short.unpack();
             assert!(
-                back.as_ref().is_none_or(HeaderMap::is_empty),
+                back.as_ref().is_none_or(|(_, _, h)| h.is_empty()),
                 "a buffer cut at {cut} unpacked as {back:?}"
             );
         }
+        // A presence byte other than 0 or 1.
+        let mut odd = packed.0;
+        odd[7] = 2;
+        assert!(PackedHead(odd).unpack().is_none());
     }
 
     fn name() -> impl Strategy<Value = HeaderName> {
@@ -207,17 +259,43 @@ mod tests {
         })
     }
 
+    fn uri() -> impl Strategy<Value = Uri> {
+        let path = "(/[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,12}){0,4}(\\?[a-zA-Z0-9=&%/?-]{0,16})?";
+        prop_oneof![
+            path.prop_filter_map("origin-form", |p| {
+                let p = if p.is_empty() || p.starts_with('?') {
+                    format!("/{p}")
+                } else {
+                    p
+                };
+                p.parse().ok()
+            }),
+            ("https?", "[a-z][a-z0-9.-]{0,20}(:[0-9]{1,5})?", path)
+                .prop_filter_map("absolute-form", |(s, a, p)| format!("{s}://{a}{p}")
+                    .parse()
+                    .ok()),
+            "[a-z][a-z0-9.-]{0,20}:[0-9]{1,5}"
+                .prop_filter_map("authority-form", |a| a.parse().ok()),
+        ]
+    }
+
     proptest! {
         #[test]
-        fn any_map_comes_back_field_for_field(
+        fn any_head_comes_back_part_for_part(
+            method in "[A-Z]{1,10}",
+            uri in uri(),
             pairs in proptest::collection::vec((name(), value()), 0..24)
         ) {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
             let mut map = HeaderMap::new();
             for (n, v) in pairs {
                 map.append(n, v);
             }
-            let back = PackedHeaders::pack(&map).unwrap().unpack().unwrap();
-            prop_assert_eq!(fields(&back), fields(&map));
+            let (m, u, h) = round_trip(&method, &uri, &map);
+            prop_assert_eq!(m, method);
+            prop_assert_eq!(u.to_string(), uri.to_string());
+            prop_assert_eq!(u, uri);
+            prop_assert_eq!(fields(&h), fields(&map));
         }
     }
 }

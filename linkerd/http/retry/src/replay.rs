@@ -212,21 +212,55 @@ impl<B> ReplayBody<B> {
     ///
     /// The clone shares the buffer; it reads nothing until it is polled.
     pub fn try_clone(&self) -> Option<Self> {
+        self.source()?.try_clone()
+    }
+
+    /// What later clones are made from: the shared buffer (nothing for an empty body), or
+    /// `None` when the body is not [replayable](Self::is_replayable). Smaller than a clone,
+    /// for the retry layer to keep while an attempt runs.
+    pub(crate) fn source(&self) -> Option<ReplaySource<B>> {
         match &self.inner {
-            Inner::Empty { .. } => Some(Self {
-                inner: Inner::Empty { _body: None },
-            }),
-            Inner::Replay(r) if self.is_replayable() => Some(Self {
-                inner: Inner::Replay(Replay {
-                    shared: r.shared.clone(),
-                    state: None,
-                    chunk: 0,
-                    pos: 0,
-                    trailers_sent: false,
-                }),
-            }),
+            Inner::Empty { .. } => Some(ReplaySource(None)),
+            Inner::Replay(r) if self.is_replayable() => Some(ReplaySource(Some(r.shared.clone()))),
             _ => None,
         }
+    }
+}
+
+/// Makes clones of a [`ReplayBody`]: its shared buffer, or `None` for an empty body.
+pub(crate) struct ReplaySource<B>(Option<Arc<Shared<B>>>);
+
+impl<B> ReplaySource<B> {
+    fn status(&self) -> u8 {
+        self.0
+            .as_ref()
+            .map_or(REPLAYABLE, |s| s.status.load(Ordering::Acquire))
+    }
+
+    /// As [`ReplayBody::is_replayable`].
+    pub(crate) fn is_replayable(&self) -> bool {
+        self.status() == REPLAYABLE
+    }
+
+    /// As [`ReplayBody::is_capped`].
+    pub(crate) fn is_capped(&self) -> bool {
+        self.status() == CAPPED
+    }
+
+    /// As [`ReplayBody::try_clone`].
+    pub(crate) fn try_clone(&self) -> Option<ReplayBody<B>> {
+        let inner = match &self.0 {
+            None => Inner::Empty { _body: None },
+            Some(shared) if self.is_replayable() => Inner::Replay(Replay {
+                shared: shared.clone(),
+                state: None,
+                chunk: 0,
+                pos: 0,
+                trailers_sent: false,
+            }),
+            Some(_) => return None,
+        };
+        Some(ReplayBody { inner })
     }
 }
 
