@@ -293,3 +293,52 @@ routes:
         "each request keeps its authority: {authorities:?}"
     );
 }
+
+/// `failFast: 0s` turns fail-fast off, as `0s` does every timeout (DESIGN.md section 4):
+/// with its only endpoint down, a request waits for one until the rule's request timeout
+/// (504), instead of 503 `no endpoints` at once; an empty endpoint set still answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_of_zero_never_fails_fast() {
+    let down = refused_addr();
+    let yaml = format!(
+        "backends:
+  - name: b
+    protocol: http1
+    endpoints: [{down}]
+    failFast: 0s
+  - name: empty
+    protocol: http1
+    endpoints: []
+    failFast: 0s
+routes:
+  - name: web
+    rules:
+      - matches: [{{ path: {{ value: /empty }} }}]
+        backendRefs: [{{ name: empty }}]
+      - backendRefs: [{{ name: b }}]
+        timeouts: {{ request: 1500ms }}
+"
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    let mut http = HttpClient::http1(proxy.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let rsp = tokio::time::timeout(Duration::from_secs(10), http.get("/x"))
+        .await
+        .expect("the request timeout answers")
+        .unwrap();
+    assert_eq!(
+        rsp.status(),
+        504,
+        "waited for an endpoint until the deadline"
+    );
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "request timeout");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    collect(rsp.into_body()).await.unwrap();
+
+    let rsp = tokio::time::timeout(Duration::from_secs(5), http.get("/empty"))
+        .await
+        .expect("an empty set answers at once")
+        .unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "no endpoints");
+}

@@ -632,3 +632,36 @@ async fn a_client_that_stops_reading_is_bounded_by_flow_control() {
         "the backend stops producing once the clients are gone"
     );
 }
+
+/// `server.headerReadTimeout: 0s` turns the timeout off (DESIGN.md section 4: "`0s` disables
+/// a timeout"): a client may wait before its first request and between keep-alive requests.
+/// It closed such connections at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_timeout_of_zero_is_off() {
+    let backend = TestServer::backend().await.expect("backend");
+    let proxy = Proxy::start(
+        &config("http1", &[backend.addr()], "headerReadTimeout: 0s", ""),
+        &[],
+    );
+    let mut io = TcpStream::connect(proxy.addr).await.expect("connect");
+    for i in 0..2 {
+        // Before the first request (protocol detection), then idle on keep-alive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        io.write_all(b"GET /late HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let head = support::reliability::read_head(&mut io)
+            .await
+            .unwrap_or_else(|| panic!("request {i}: the connection was closed"));
+        assert_eq!(status_of(&head), Some(200), "request {i}");
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let len: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().expect("a length"));
+        let mut body = vec![0; len];
+        tokio::io::AsyncReadExt::read_exact(&mut io, &mut body)
+            .await
+            .expect("the body");
+    }
+}

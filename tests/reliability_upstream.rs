@@ -295,6 +295,18 @@ async fn http2_backend_closing_mid_response_is_an_error() {
         rsp.data.len(),
         rsp.body_error
     );
+
+    // Metrics: the connection closing mid-body is an upstream reset (DESIGN.md section 5,
+    // "after response headers, failures are labelled RESET"), never INTERNAL.
+    const STATUSES: &str = "outbound_http_route_request_statuses_total";
+    let scrape = proxy
+        .scrape_until(|s| s.sum(STATUSES, &[("error", "RESET")]) >= 6.0)
+        .await;
+    assert_eq!(
+        scrape.sum(STATUSES, &[("error", "INTERNAL")]),
+        0.0,
+        "no cut is an internal error"
+    );
 }
 
 /// The reason table of DESIGN.md section 5 for resets sent to HTTP/2 clients.
@@ -667,5 +679,67 @@ async fn a_refusing_endpoint_beside_a_healthy_one_fails_few_requests() {
         b.request_count() - b_before,
         outcomes.len() - failed.len(),
         "every successful request went to b"
+    );
+}
+
+/// Answers an HTTP/1 upstream could give that the proxy must fix up or refuse: an HTTP/1.0
+/// answer (`/h10`: the client gets the proxy's own version, RFC 9110 section 2.5 and
+/// DESIGN.md section 4.1 "answers in the client's HTTP version"), a 204 with a
+/// `content-length` (`/s204`: RFC 9110 section 8.6 forbids it; HTTP/2 clients must not get
+/// it either), and bytes that are not HTTP at all (`/garbage`: an invalid response from an
+/// inbound server is a 502, RFC 9110 section 15.6.3, labelled like an upstream's protocol
+/// error, never a 500 `internal error`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_http1_answers_are_fixed_up_or_refused() {
+    let backend = RawBackend::start(|mut io: TcpStream| async move {
+        while let Some(head) = read_head(&mut io).await {
+            let has = |p: &[u8]| head.windows(p.len()).any(|w| w == p);
+            let answer: &[u8] = if has(b"/h10") {
+                b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nhi"
+            } else if has(b"/s204") {
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
+            } else {
+                b"NOT HTTP AT ALL\r\n\r\n"
+            };
+            if io.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config("http1", &[backend.addr()], "", ""), &[]);
+
+    let mut io = TcpStream::connect(proxy.addr).await.expect("connect");
+    io.write_all(b"GET /h10 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut io).await.expect("a response head");
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200"),
+        "an HTTP/1.1 client is answered in HTTP/1.1: {head:?}"
+    );
+
+    let rsp = fetch_h2(proxy.addr, "/s204").await.expect("a response");
+    assert_eq!(rsp.status, 204);
+    assert!(
+        !rsp.headers.contains_key("content-length"),
+        "a 204 carries no content-length: {:?}",
+        rsp.headers
+    );
+
+    let mut h1 = HttpClient::http1(proxy.addr).await.expect("connect");
+    let rsp = tokio::time::timeout(DEADLINE, h1.send(get("/garbage")))
+        .await
+        .expect("an answer in time")
+        .expect("a response");
+    assert_eq!(
+        rsp.status(),
+        502,
+        "an invalid upstream answer is a bad gateway"
+    );
+    assert_eq!(
+        rsp.headers()["l5d-proxy-error"],
+        "upstream reset (PROTOCOL_ERROR)"
     );
 }

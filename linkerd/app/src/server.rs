@@ -32,7 +32,7 @@ pub use linkerd_http_access_log::ClientAddr;
 /// Settings of the server edge.
 #[derive(Clone, Debug)]
 pub struct ServerParams {
-    /// Bounds protocol detection and each HTTP/1.1 request head.
+    /// Bounds protocol detection and each HTTP/1.1 request head; zero: unbounded.
     pub header_read_timeout: Duration,
     /// HTTP/2 settings (validated: `apply_to_auto` must succeed).
     pub h2: linkerd_http_h2::ServerSettings,
@@ -165,8 +165,11 @@ pub async fn serve<S>(
                 ),
             };
             let result = match &watch {
-                Some(watch) => with_head_timeout(conn, watch, params.header_read_timeout).await,
-                None => Some(conn.await),
+                Some(watch) if !params.header_read_timeout.is_zero() => {
+                    with_head_timeout(conn, watch, params.header_read_timeout).await
+                }
+                // `0s` turns the timeout off (DESIGN.md section 4).
+                _ => Some(conn.await),
             };
             match result {
                 Some(Err(error)) => {
@@ -233,7 +236,8 @@ impl hyper::rt::Timer for FrozenTimer {
     }
 }
 
-/// Waits until the first bytes tell HTTP/2 prior knowledge from HTTP/1, within `timeout`.
+/// Waits until the first bytes tell HTTP/2 prior knowledge from HTTP/1, within `timeout`
+/// (zero: however long it takes).
 async fn detect(stream: &TcpStream, timeout: Duration) -> Option<&'static str> {
     let work = async {
         let mut buf = [0u8; 24];
@@ -252,6 +256,9 @@ async fn detect(stream: &TcpStream, timeout: Duration) -> Option<&'static str> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };
+    if timeout.is_zero() {
+        return work.await;
+    }
     tokio::time::timeout(timeout, work).await.ok().flatten()
 }
 
@@ -352,9 +359,17 @@ where
     }
 }
 
-/// Empties the body of a response that must not have one.
-pub fn normalize(head: bool, rsp: Response<BoxBody>) -> Response<BoxBody> {
+/// Empties the body of a response that must not have one, and drops the `content-length` a
+/// 1xx or 204 response must not carry (RFC 9110 section 8.6; a 304's, which tells the length
+/// of the representation, stays). The response goes out in the client's HTTP version: hyper
+/// writes an HTTP/1 response's version as it finds it (an HTTP/1.0 upstream's answer would
+/// reach an HTTP/1.1 client as `HTTP/1.0`) and lowers it itself for HTTP/1.0 clients.
+pub fn normalize(head: bool, mut rsp: Response<BoxBody>) -> Response<BoxBody> {
+    *rsp.version_mut() = http::Version::HTTP_11;
     let status = rsp.status();
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        rsp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
     let bodiless = head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT

@@ -156,3 +156,54 @@ fn reference_config_is_valid() {
     assert_eq!(c.grpc_routes.len(), 1);
     assert!(c.summary().starts_with("config ok"));
 }
+
+#[test]
+fn syntax_errors_name_the_field_they_sit_under() {
+    let e = one("backends:\n  - name: web\n    endpoints: [127.0.0.1:1\nroutes: []\n");
+    assert!(e.message.starts_with("invalid YAML"), "{e}");
+    assert_eq!(e.path, "backends[0].endpoints", "{e}");
+    let e = one(
+        "routes:\n  - name: a\n    rules:\n      - backendRefs: []\n      - filters:\n          - type: 'x\n",
+    );
+    assert!(e.message.starts_with("invalid YAML"), "{e}");
+    assert!(e.path.starts_with("routes[0].rules[1].filters"), "{e}");
+    assert!(
+        e.to_string().contains(": routes[0].rules[1].filters"),
+        "the rendered error names the path: {e}"
+    );
+}
+
+#[test]
+fn a_second_yaml_document_is_an_error() {
+    for (yaml, line) in [
+        ("listen: 127.0.0.1:4140\n---\nbogus: 1\n", 2),
+        ("---\nlisten: 127.0.0.1:4140\n...\nadmin: 127.0.0.1:1\n", 4),
+    ] {
+        let e = one(yaml);
+        assert_eq!(e.line, line, "{e}");
+        assert!(e.message.contains("one YAML document"), "{e}");
+    }
+    // A leading marker and a final end marker are fine.
+    Config::from_yaml(Path::new("p.yaml"), "---\nlisten: 127.0.0.1:4140\n...\n")
+        .expect("one document");
+}
+
+#[test]
+fn access_log_format_and_output_are_checked() {
+    let e = one("accessLog: { format: '' }\n");
+    assert_eq!(e.path, "accessLog.format", "{e}");
+    let e = one("accessLog: { output: /nonexistent-dir-for-linkerd-http/x.log }\n");
+    assert_eq!(e.path, "accessLog.output", "{e}");
+    assert!(e.message.contains("no directory"), "{e}");
+    let dir = std::env::temp_dir();
+    let e = one(&format!("accessLog: {{ output: {} }}\n", dir.display()));
+    assert!(e.message.contains("is a directory"), "{e}");
+    Config::from_yaml(
+        Path::new("p.yaml"),
+        &format!(
+            "accessLog: {{ output: {} }}\n",
+            dir.join("new.log").display()
+        ),
+    )
+    .expect("a file yet to be created in an existing directory");
+}

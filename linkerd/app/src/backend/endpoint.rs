@@ -304,6 +304,15 @@ fn upstream_error(health: &Health, error: BoxError) -> BoxError {
         // dial worked, so the endpoint is not marked failed.
         return ProxyError::connect_failed().with_source(error).into();
     }
+    if invalid_response(&*error) {
+        // The upstream's answer did not parse as HTTP/1: a protocol violation on the
+        // upstream's side, answered as an HTTP/2 upstream's would be (its client resets the
+        // stream with PROTOCOL_ERROR): 502 `upstream reset (PROTOCOL_ERROR)` for HTTP/1
+        // clients (RFC 9110 section 15.6.3: an invalid response from an inbound server),
+        // `RESET` in metrics and logs; not an internal error of the proxy.
+        let reason = h2::Reason::PROTOCOL_ERROR;
+        return ProxyError::reset(reason).with_source(error).into();
+    }
     if refused_by_goaway(&*error) {
         // Not processed, so safe to retry: REFUSED_STREAM (retried by retry policies; an
         // HTTP/2 client gets RST_STREAM(REFUSED_STREAM)).
@@ -381,6 +390,22 @@ fn bodiless_copy(req: &Request<BoxBody>) -> Request<BoxBody> {
 
 /// Whether an HTTP/1 upstream closed or reset the connection under a request, before a
 /// response.
+/// Whether `error` says the upstream's HTTP/1 response head did not parse.
+fn invalid_response(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    // An error chain is finite; the bound guards against a cyclic one.
+    for _ in 0..32 {
+        let Some(e) = next else { return false };
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn closed_before_response(error: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
     let mut next = Some(error);

@@ -493,6 +493,11 @@ where
                         cx.waker().wake_by_ref();
                     }
                 }
+                // `failFast: 0s` turns it off: requests wait for an endpoint (bounded by the
+                // queue and the rule's timeouts).
+                if self.timeout.is_zero() {
+                    return Poll::Pending;
+                }
                 let timeout = self.timeout;
                 let sleep = self
                     .sleep

@@ -113,7 +113,8 @@ pub struct BackendConfig {
     /// Connect timeout per endpoint (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<GwDuration>,
-    /// With no ready endpoint for this long, requests fail at once with 503 (default 3s).
+    /// With no ready endpoint for this long, requests fail at once with 503 (default 3s;
+    /// `0s`: never, requests wait for an endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_fast: Option<GwDuration>,
     /// Requests waiting for an endpoint; beyond it, 503 `unavailable` (default 100).
@@ -309,6 +310,9 @@ impl Config {
         if let Err(e) = crate::routes::validate_access_log_format(&access_log.format) {
             errors.push(doc.error_at("accessLog.format", e));
         }
+        if let Err(e) = check_log_output(&access_log.output) {
+            errors.push(doc.error_at("accessLog.output", e));
+        }
 
         let mut warnings = vec![];
         let (routes, grpc_routes) = crate::routes::load(&doc, &names, &mut errors, &mut warnings);
@@ -366,6 +370,30 @@ impl Config {
     /// The backend named `name`.
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+/// Whether an access log file could be opened: its directory exists (the file is created at
+/// start-up, not by `--check`) and it is not a directory itself.
+fn check_log_output(output: &str) -> Result<(), String> {
+    if output == "stdout" || output == "stderr" {
+        return Ok(());
+    }
+    if output.is_empty() {
+        return Err("expected stdout, stderr or a file path".to_owned());
+    }
+    let path = Path::new(output);
+    if path.is_dir() {
+        return Err(format!(
+            "cannot write the access log to {output}: it is a directory"
+        ));
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(format!(
+            "cannot write the access log to {output}: no directory {}",
+            dir.display()
+        )),
+        _ => Ok(()),
     }
 }
 

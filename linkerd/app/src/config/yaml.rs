@@ -27,6 +27,16 @@ pub(crate) enum Segment {
 impl<'a> Document<'a> {
     /// Parses `text` (from `file`) into a node tree.
     pub(crate) fn parse(file: &'a Path, text: &str) -> Result<Self, ConfigError> {
+        if let Some(line) = second_document(text) {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                line,
+                column: 1,
+                path: String::new(),
+                message: "a config file holds one YAML document; another one starts here"
+                    .to_owned(),
+            });
+        }
         let options = LoaderOptions::default().error_on_duplicate_keys(true);
         match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => Ok(Self { file, root }),
@@ -36,7 +46,7 @@ impl<'a> Document<'a> {
                     file: file.to_owned(),
                     line,
                     column,
-                    path: String::new(),
+                    path: path_near(text, line),
                     message,
                 })
             }
@@ -93,6 +103,116 @@ impl<'a> Document<'a> {
             }
         })
     }
+}
+
+/// The field path of the block-style key under which the text at `line` (1-based) sits,
+/// read from indentation alone (the loader gives none when the text does not parse):
+/// the keys of the lines before it and their list items, like `routes[0].rules[1].filters`.
+/// Flow collections (`[...]`, `{...}`) are not entered, so inside one the path names the key
+/// that holds it. Empty at the top level.
+fn path_near(text: &str, line: usize) -> String {
+    /// A key (with how many list items it has had) or a list item, at its column.
+    enum Frame {
+        Key {
+            at: usize,
+            name: String,
+            items: usize,
+        },
+        Item {
+            at: usize,
+            index: usize,
+        },
+    }
+    let at = |f: &Frame| match f {
+        Frame::Key { at, .. } | Frame::Item { at, .. } => *at,
+    };
+    let mut frames: Vec<Frame> = Vec::new();
+    for (i, raw) in text.lines().enumerate().take(line) {
+        let mut col = raw.len() - raw.trim_start_matches(' ').len();
+        let mut rest = &raw[col..];
+        // The error's own line is left out: the loader often notices a construct left open
+        // above (an unclosed `[`) only on a later key.
+        if rest.is_empty() || rest.starts_with('#') || i + 1 == line {
+            continue;
+        }
+        // List items: `- ` opens an item of the sequence held by the key above it (at the
+        // same column or to its left); what follows sits two columns further in.
+        while rest == "-" || rest.starts_with("- ") {
+            while frames
+                .last()
+                .is_some_and(|f| at(f) > col || matches!(f, Frame::Item { at, .. } if *at == col))
+            {
+                frames.pop();
+            }
+            let index = match frames.last_mut() {
+                Some(Frame::Key { items, .. }) => {
+                    *items += 1;
+                    *items - 1
+                }
+                _ => 0,
+            };
+            frames.push(Frame::Item { at: col, index });
+            let skipped = rest.len() - rest[1..].trim_start_matches(' ').len();
+            col += skipped;
+            rest = &rest[skipped..];
+        }
+        let key = match rest.split_once(':') {
+            Some((k, _)) if !k.is_empty() && !k.starts_with(['[', '{', '"', '\'']) => k.trim_end(),
+            _ => continue,
+        };
+        while frames.last().is_some_and(|f| at(f) >= col) {
+            frames.pop();
+        }
+        frames.push(Frame::Key {
+            at: col,
+            name: key.to_owned(),
+            items: 0,
+        });
+    }
+    let mut path = String::new();
+    for f in &frames {
+        match f {
+            Frame::Key { name, .. } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
+            }
+            Frame::Item { index, .. } => path.push_str(&format!("[{index}]")),
+        }
+    }
+    path
+}
+
+/// The line (1-based) where a second YAML document starts: a `---` marker after content, or
+/// content after a `...` end marker. The YAML loader reads only the first document and would
+/// drop the rest without a word.
+fn second_document(text: &str) -> Option<usize> {
+    let is_marker = |line: &str, m: &str| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    };
+    let (mut content, mut ended) = (false, false);
+    for (i, line) in text.lines().enumerate() {
+        if is_marker(line, "---") {
+            if content {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if is_marker(line, "...") {
+            ended = true;
+            continue;
+        }
+        let t = line.trim_start();
+        if !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
+            if ended {
+                return Some(i + 1);
+            }
+            content = true;
+        }
+    }
+    None
 }
 
 /// Joins a base path and a relative one.

@@ -456,7 +456,10 @@ pub fn is_timeout(err: &(dyn Error + 'static)) -> bool {
 /// 4. a connect failure: hyper-util's `is_connect`, or an `io::Error` of kind
 ///    `ConnectionRefused`, `AddrNotAvailable`, `HostUnreachable` or `NetworkUnreachable`
 ///    (a reset of an established connection is not one: the request may have been sent);
-/// 5. otherwise `internal error`.
+/// 5. an established connection breaking (an `h2::Error` from I/O, or an `io::Error` of kind
+///    `ConnectionReset`, `ConnectionAborted`, `BrokenPipe` or `UnexpectedEof`): an upstream
+///    reset (`INTERNAL_ERROR`);
+/// 6. otherwise `internal error`.
 ///
 /// Timeouts carry `h2::Reason::CANCEL` for the client's sake, which is why the reason is
 /// checked only after them.
@@ -473,7 +476,30 @@ pub fn to_proxy_error(err: &(dyn Error + 'static)) -> ProxyError {
     if is_connect_error(err) {
         return ProxyError::connect_failed();
     }
+    if is_connection_lost(err) {
+        // An established upstream connection broke under the stream (an HTTP/2 upstream's
+        // connection closing mid-body carries no reason): the stream was cut as a reset
+        // would cut it (DESIGN.md section 5: `RESET`), not an internal error of the proxy.
+        return ProxyError::reset(h2::Reason::INTERNAL_ERROR);
+    }
     ProxyError::internal()
+}
+
+/// Whether the chain holds an established connection breaking: an `h2::Error` from I/O, or an
+/// I/O error of a reset, aborted, broken or ended connection.
+fn is_connection_lost(err: &(dyn Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    chain(err).any(|e| {
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            return h.is_io();
+        }
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            )
+        })
+    })
 }
 
 /// Whether the chain holds a connection failure (see [`to_proxy_error`]).

@@ -205,6 +205,20 @@ pub enum FilterType {
     InjectFailure,
 }
 
+impl FilterType {
+    /// The name the config file gives the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RequestHeaderModifier => "RequestHeaderModifier",
+            Self::ResponseHeaderModifier => "ResponseHeaderModifier",
+            Self::RequestRedirect => "RequestRedirect",
+            Self::UrlRewrite => "URLRewrite",
+            Self::RequestMirror => "RequestMirror",
+            Self::InjectFailure => "InjectFailure",
+        }
+    }
+}
+
 /// `{ set, add, remove }`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -292,7 +306,7 @@ pub enum PathModifierType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMirrorConfig {
-    /// The backend receiving the copies (`weight` is ignored here).
+    /// The backend receiving the copies (a reference without `weight`).
     pub backend_ref: BackendRefConfig,
     /// Percentage of requests mirrored, 0-100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -667,15 +681,22 @@ impl RoutesConfig {
     /// Accepted-and-ignored fields present in the config, for a warning each.
     pub fn ignored_fields(&self) -> Vec<FieldPath> {
         let mut out = Vec::new();
-        let backend_ignored = |out: &mut Vec<FieldPath>, path: FieldPath, b: &BackendRefConfig| {
-            for (field, present) in [
-                ("port", b.port.is_some()),
-                ("kind", b.kind.is_some()),
-                ("group", b.group.is_some()),
-                ("namespace", b.namespace.is_some()),
-            ] {
-                if present {
-                    out.push(path.field(field));
+        // Per rule: each backend reference's, and each mirror's `backendRef`'s.
+        let rule_ignored = |out: &mut Vec<FieldPath>,
+                            rule: &FieldPath,
+                            refs: &[BackendRefConfig],
+                            filters: &[FilterConfig]| {
+            for (k, b) in refs.iter().enumerate() {
+                ignored_of_ref(out, &rule.field("backendRefs").index(k), b);
+            }
+            for (k, f) in filters.iter().enumerate() {
+                if let Some(m) = &f.request_mirror {
+                    let path = rule
+                        .field("filters")
+                        .index(k)
+                        .field("requestMirror")
+                        .field("backendRef");
+                    ignored_of_ref(out, &path, &m.backend_ref);
                 }
             }
         };
@@ -689,9 +710,7 @@ impl RoutesConfig {
                 if rule.name.is_some() {
                     out.push(up.field("name"));
                 }
-                for (k, b) in rule.backend_refs.iter().enumerate() {
-                    backend_ignored(&mut out, up.field("backendRefs").index(k), b);
-                }
+                rule_ignored(&mut out, &up, &rule.backend_refs, &rule.filters);
             }
         }
         for (i, r) in self.grpc_routes.iter().enumerate() {
@@ -704,9 +723,7 @@ impl RoutesConfig {
                 if rule.name.is_some() {
                     out.push(up.field("name"));
                 }
-                for (k, b) in rule.backend_refs.iter().enumerate() {
-                    backend_ignored(&mut out, up.field("backendRefs").index(k), b);
-                }
+                rule_ignored(&mut out, &up, &rule.backend_refs, &rule.filters);
             }
         }
         out
@@ -763,12 +780,45 @@ impl RoutesConfig {
     }
 }
 
+/// The accepted-and-ignored fields present in a backend reference.
+fn ignored_of_ref(out: &mut Vec<FieldPath>, path: &FieldPath, b: &BackendRefConfig) {
+    for (field, present) in [
+        ("port", b.port.is_some()),
+        ("kind", b.kind.is_some()),
+        ("group", b.group.is_some()),
+        ("namespace", b.namespace.is_some()),
+    ] {
+        if present {
+            out.push(path.field(field));
+        }
+    }
+}
+
 fn hostnames(errors: &mut Errors, path: &FieldPath, hosts: &[String]) -> Vec<Hostname> {
     hosts
         .iter()
         .enumerate()
-        .filter_map(|(i, h)| errors.check(&path.field("hostnames").index(i), Hostname::parse(h)))
+        .filter_map(|(i, h)| errors.check(&path.field("hostnames").index(i), gateway_hostname(h)))
         .collect()
+}
+
+/// A hostname as the Gateway API's `Hostname` type takes it: [`Hostname::parse`]'s DNS name
+/// or `*.` wildcard, with the API's two further rules: no IP address ("IPs are not
+/// allowed"), and labels of lower-case letters, digits and `-` only (no upper case, no
+/// trailing dot: "No other punctuation is allowed").
+fn gateway_hostname(value: &str) -> Result<Hostname, InvalidValue> {
+    let name = value.strip_prefix("*.").unwrap_or(value);
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(InvalidValue::new(format!(
+            "invalid hostname {value:?}: IP addresses are not allowed"
+        )));
+    }
+    if name.ends_with('.') || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(InvalidValue::new(format!(
+            "invalid hostname {value:?}: expected lower-case labels without a trailing dot"
+        )));
+    }
+    Hostname::parse(value)
 }
 
 fn compile_http_route(
@@ -1033,7 +1083,7 @@ fn exact_hostname(
     h: Option<&String>,
 ) -> Option<std::sync::Arc<str>> {
     let h = h?;
-    match Hostname::parse(h) {
+    match gateway_hostname(h) {
         Ok(Hostname::Exact(h)) => Some(h),
         Ok(Hostname::Wildcard(_)) => {
             errors.add(path, "a wildcard hostname cannot be used here");
@@ -1093,14 +1143,17 @@ fn filters(
             if is_set && kind != f.kind {
                 errors.add(
                     fp.field(field),
-                    format!("`{field}` does not belong to a filter of type {:?}", f.kind),
+                    format!(
+                        "`{field}` does not belong to a filter of type {}",
+                        f.kind.name()
+                    ),
                 );
             }
         }
         if grpc && matches!(f.kind, FilterType::RequestRedirect | FilterType::UrlRewrite) {
             errors.add(
                 fp.field("type"),
-                format!("{:?} is not supported in grpcRoutes", f.kind),
+                format!("{} is not supported in grpcRoutes", f.kind.name()),
             );
             continue;
         }
@@ -1175,6 +1228,13 @@ fn filters(
                     errors.add(
                         mp.field("backendRef").field("name"),
                         format!("unknown backend {:?}", m.backend_ref.name),
+                    );
+                }
+                if m.backend_ref.weight.is_some() {
+                    // A mirror's reference is a BackendObjectReference: no weight.
+                    errors.add(
+                        mp.field("backendRef").field("weight"),
+                        "unknown field `weight`: a mirror's backendRef has no weight",
                     );
                 }
                 let ratio = match (m.percent, &m.fraction) {
@@ -1303,13 +1363,27 @@ fn extensions(
 ) -> RuleExtensions {
     let timeouts = timeouts.map(|t| {
         let tp = path.field("timeouts");
-        // A backendRequest longer than the request is accepted (GEP-1742's CRD rejects it):
-        // the request's deadline cuts the attempt first.
-        Timeouts {
+        let out = Timeouts {
             request: errors.duration(&tp.field("request"), t.request.as_ref()),
             backend_request: errors
                 .duration(&tp.field("backendRequest"), t.backend_request.as_ref()),
+        };
+        // GEP-1742: "backendRequest timeout cannot be longer than request timeout" (unless
+        // the request timeout is off).
+        if let (Some(request), Some(backend)) = (out.request, out.backend_request)
+            && !request.is_zero()
+            && backend > request
+        {
+            errors.add(
+                tp.field("backendRequest"),
+                format!(
+                    "backendRequest ({}) cannot be longer than request ({})",
+                    t.backend_request.as_deref().unwrap_or_default(),
+                    t.request.as_deref().unwrap_or_default()
+                ),
+            );
         }
+        out
     });
     let stream_timeouts = stream.map(|t| {
         let tp = path.field("streamTimeouts");

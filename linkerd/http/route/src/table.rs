@@ -335,7 +335,8 @@ fn validate_filters(
     errors: &mut Vec<ConfigError>,
     path: &FieldPath,
     filters: &[Filter],
-    all_prefix: bool,
+    one_prefix: bool,
+    has_backends: bool,
     grpc: bool,
 ) {
     let mut redirect = None;
@@ -370,6 +371,13 @@ fn validate_filters(
                     ));
                 }
                 redirect = Some(i);
+                if has_backends {
+                    // The redirect is the answer: no backend would get the request.
+                    errors.push(ConfigError::new(
+                        fp.clone(),
+                        "RequestRedirect cannot be combined with backendRefs",
+                    ));
+                }
                 if ![301, 302, 303, 307, 308].contains(&r.status.as_u16()) {
                     errors.push(ConfigError::new(
                         fp.field("statusCode"),
@@ -379,10 +387,10 @@ fn validate_filters(
                         ),
                     ));
                 }
-                if matches!(r.path, Some(PathModifier::ReplacePrefixMatch(_))) && !all_prefix {
+                if matches!(r.path, Some(PathModifier::ReplacePrefixMatch(_))) && !one_prefix {
                     errors.push(ConfigError::new(
                         fp.field("path").field("replacePrefixMatch"),
-                        "ReplacePrefixMatch needs every match of the rule to be a PathPrefix",
+                        "ReplacePrefixMatch needs exactly one match, with a PathPrefix path",
                     ));
                 }
                 if let Some(scheme) = &r.scheme
@@ -407,10 +415,10 @@ fn validate_filters(
                     ));
                 }
                 rewrite = Some(i);
-                if matches!(r.path, Some(PathModifier::ReplacePrefixMatch(_))) && !all_prefix {
+                if matches!(r.path, Some(PathModifier::ReplacePrefixMatch(_))) && !one_prefix {
                     errors.push(ConfigError::new(
                         fp.field("path").field("replacePrefixMatch"),
-                        "ReplacePrefixMatch needs every match of the rule to be a PathPrefix",
+                        "ReplacePrefixMatch needs exactly one match, with a PathPrefix path",
                     ));
                 }
             }
@@ -448,11 +456,22 @@ pub fn validate<P>(http: &[HttpRoute<P>], grpc: &[GrpcRoute<P>]) -> Vec<ConfigEr
                 .index(ri)
                 .field("rules")
                 .index(ui);
-            let all_prefix = rule
-                .matches
-                .iter()
-                .all(|m| matches!(m.path, None | Some(PathMatch::Prefix(_))));
-            validate_filters(&mut errors, &path, &rule.filters, all_prefix, false);
+            // The Gateway API's rule: exactly one match, a PathPrefix (no matches is one
+            // `PathPrefix /`; a match without a path is one too).
+            let one_prefix = rule.matches.len() <= 1
+                && rule
+                    .matches
+                    .iter()
+                    .all(|m| matches!(m.path, None | Some(PathMatch::Prefix(_))));
+            let has_backends = !rule.backends.is_empty();
+            validate_filters(
+                &mut errors,
+                &path,
+                &rule.filters,
+                one_prefix,
+                has_backends,
+                false,
+            );
         }
     }
     for (ri, route) in grpc.iter().enumerate() {
@@ -462,7 +481,7 @@ pub fn validate<P>(http: &[HttpRoute<P>], grpc: &[GrpcRoute<P>]) -> Vec<ConfigEr
                 .index(ri)
                 .field("rules")
                 .index(ui);
-            validate_filters(&mut errors, &path, &rule.filters, false, true);
+            validate_filters(&mut errors, &path, &rule.filters, false, false, true);
         }
     }
     errors

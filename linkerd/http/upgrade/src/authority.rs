@@ -26,7 +26,8 @@ pub(crate) type Why = &'static str;
 ///   and the request is marked [`AbsoluteForm`] when it is HTTP/1.
 /// - An origin-form target gets `http` and the `Host` authority, so every later layer (the
 ///   router, an HTTP/2 client) sees one authority. An HTTP/1.1 request without exactly one
-///   valid `Host` is rejected (section 3.2); HTTP/1.0 and HTTP/2 may omit it.
+///   valid `Host` is rejected (section 3.2), as is an HTTP/2 request with neither `:authority`
+///   nor `Host`; HTTP/1.0 may omit it (RFC 1945 has no `Host`).
 pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Result<(), Why> {
     let uri = req.uri();
     let is_connect = req.method() == Method::CONNECT && !extended_connect;
@@ -65,7 +66,11 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Resu
     let host = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("multiple host headers"),
         (Some(host), None) if !host.is_empty() => host,
-        _ if req.version() == Version::HTTP_11 => return Err("missing host"),
+        // HTTP/2 has `:authority` for it (RFC 9113 section 8.3.1): with neither, the
+        // request names no host to route by or to send an HTTP/1.1 upstream.
+        _ if req.version() == Version::HTTP_11 || req.version() == Version::HTTP_2 => {
+            return Err("missing host");
+        }
         _ => return Ok(()),
     };
     // The authority shares the header's bytes (a reference count, no copy), so the clones a
@@ -252,6 +257,14 @@ mod tests {
             ("GET", "/", V::HTTP_11, &["a b"], Err("invalid host")),
             ("GET", "/", V::HTTP_11, &["u@a"], Err("invalid host")),
             ("GET", "/x", V::HTTP_10, &[], Ok(("/x", ""))),
+            ("GET", "/x", V::HTTP_2, &[], Err("missing host")),
+            (
+                "GET",
+                "/x",
+                V::HTTP_2,
+                &["ex.com"],
+                Ok(("http://ex.com/x", "ex.com")),
+            ),
         ];
         for (method, uri, version, host, want) in cases {
             let mut r = req(method, uri, *version, host);

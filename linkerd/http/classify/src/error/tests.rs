@@ -123,6 +123,24 @@ fn resets_of_established_connections_are_not_connect_failures() {
 }
 
 #[test]
+fn a_lost_upstream_connection_is_a_reset() {
+    for kind in [
+        io::ErrorKind::ConnectionReset,
+        io::ErrorKind::ConnectionAborted,
+        io::ErrorKind::BrokenPipe,
+        io::ErrorKind::UnexpectedEof,
+    ] {
+        let e = map(Wrapper(Box::new(io::Error::from(kind))));
+        assert_eq!(
+            e.kind(),
+            ProxyErrorKind::Reset(h2::Reason::INTERNAL_ERROR),
+            "{kind:?}"
+        );
+        assert_eq!(e.label(), "RESET");
+    }
+}
+
+#[test]
 fn internal_otherwise() {
     let e = map(io::Error::other("boom"));
     assert_eq!(e.kind(), ProxyErrorKind::Internal);

@@ -492,6 +492,8 @@ routes:
         "routes[0].rules[0].retry.codes[0]: expected an HTTP status code (400-599)",
         "routes[0].rules[0].retry.codes[2]: expected an HTTP status code (400-599)",
         "routes[0].rules[1].filters[1]: RequestHeaderModifier cannot be repeated in one rule",
+        // GEP-1742; not with `request: 0s` (off), as in the second rule.
+        "routes[0].rules[0].timeouts.backendRequest: backendRequest (2s) cannot be longer than request (1s)",
     ];
     for e in expect {
         assert!(
@@ -555,4 +557,89 @@ fn durations_follow_gateway_api_syntax() {
     ] {
         assert!(parse_duration(s).is_err(), "{s:?} is rejected");
     }
+}
+
+#[test]
+fn gateway_api_rule_rules_are_checked() {
+    let errors = errors_of(
+        r#"
+routes:
+  - name: a
+    hostnames: ["10.0.0.1", "API.example.com", "a.example.com.", "*.ok.example.com"]
+    rules:
+      - matches: [{ path: { value: /a } }, { path: { value: /b } }]
+        filters:
+          - type: URLRewrite
+            urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /x } }
+        backendRefs: [{ name: web }]
+      - matches: [{ path: { value: /c } }]
+        filters:
+          - type: RequestRedirect
+            requestRedirect: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /y } }
+        backendRefs: [{ name: web }]
+      - filters:
+          - type: RequestMirror
+            requestMirror: { backendRef: { name: web, weight: 5 } }
+          - type: URLRewrite
+            urlRewrite: { hostname: "192.168.0.1" }
+        backendRefs: [{ name: web }]
+      - matches: [{ path: { value: /d } }]
+        filters:
+          - type: URLRewrite
+            urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /z } }
+        backendRefs: [{ name: web }]
+grpcRoutes:
+  - name: g
+    rules:
+      - filters:
+          - type: URLRewrite
+            urlRewrite: { hostname: x }
+        backendRefs: [{ name: web }]
+"#,
+    );
+    let expect = [
+        "routes[0].hostnames[0]: invalid hostname \"10.0.0.1\": IP addresses are not allowed",
+        "routes[0].hostnames[1]: invalid hostname \"API.example.com\": expected lower-case",
+        "routes[0].hostnames[2]: invalid hostname \"a.example.com.\": expected lower-case",
+        "routes[0].rules[0].filters[0].urlRewrite.path.replacePrefixMatch: ReplacePrefixMatch needs exactly one match",
+        "routes[0].rules[1].filters[0].requestRedirect: RequestRedirect cannot be combined with backendRefs",
+        "routes[0].rules[2].filters[0].requestMirror.backendRef.weight: unknown field `weight`",
+        "routes[0].rules[2].filters[1].urlRewrite.hostname: invalid hostname \"192.168.0.1\": IP addresses",
+        "grpcRoutes[0].rules[0].filters[0].type: URLRewrite is not supported in grpcRoutes",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|got| got.starts_with(e)),
+            "expected an error starting with {e:?}, got {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "no other errors: {errors:#?}");
+}
+
+#[test]
+fn a_mirror_reference_takes_the_ignored_fields_of_a_backend_reference() {
+    let config = parse(
+        r"
+routes:
+  - name: a
+    rules:
+      - filters:
+          - type: RequestMirror
+            requestMirror: { backendRef: { name: web, port: 80, kind: Service } }
+        backendRefs: [{ name: web }]
+",
+    );
+    let ignored: Vec<String> = config
+        .ignored_fields()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        ignored,
+        vec![
+            "routes[0].rules[0].filters[0].requestMirror.backendRef.port",
+            "routes[0].rules[0].filters[0].requestMirror.backendRef.kind",
+        ]
+    );
+    config.compile(known).expect("the mirror loads");
 }
