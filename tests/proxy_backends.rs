@@ -342,3 +342,26 @@ routes:
     assert_eq!(rsp.status(), 503);
     assert_eq!(rsp.headers()["l5d-proxy-error"], "no endpoints");
 }
+
+/// The fail-fast period counts from when no endpoint is ready (here: from start-up, the only
+/// endpoint refusing), not from the first request (DESIGN.md section 3: "no endpoint has
+/// been ready for `failFast`"): a request after the period is answered 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_counts_from_when_no_endpoint_was_ready() {
+    let down = refused_addr();
+    let proxy = Proxy::start(&config(&down.to_string(), "1s", 100), &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut http = HttpClient::http1(proxy.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), http.get("/x"))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "no endpoints");
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "at once, not a full failFast after the request: {:?}",
+        started.elapsed()
+    );
+}

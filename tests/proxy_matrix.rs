@@ -918,6 +918,22 @@ async fn request_timeout_bounds_retries() {
         (2..100).contains(&attempts),
         "backend request timeouts were retried inside the request timeout: {attempts}"
     );
+    // The retries are counted even though the request timeout answered, and the deadline
+    // stopping them is a limit exceeded (DESIGN.md section 6).
+    let route = [("route_name", "r")];
+    let scrape = proxy
+        .scrape_until(|s| s.sum("outbound_http_route_retry_limit_exceeded_total", &route) >= 1.0)
+        .await;
+    assert_eq!(
+        scrape.sum("outbound_http_route_retry_requests_total", &route),
+        (attempts - 1) as f64,
+        "every retry counted"
+    );
+    assert_eq!(
+        scrape.sum("outbound_http_route_retry_limit_exceeded_total", &route),
+        1.0,
+        "the deadline stopped the retries"
+    );
 }
 
 #[tokio::test]

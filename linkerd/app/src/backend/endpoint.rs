@@ -27,14 +27,44 @@ use std::{
 };
 use tokio::{net::TcpStream, sync::Notify};
 
-/// Counts a backend's endpoints by state (for `balancer_endpoints` and fail-fast).
-#[derive(Debug, Default)]
+/// Counts a backend's endpoints by state (for `balancer_endpoints` and fail-fast), and
+/// since when none has been ready.
+#[derive(Debug)]
 pub struct EndpointStates {
     ready: std::sync::atomic::AtomicI64,
     pending: std::sync::atomic::AtomicI64,
+    /// When the last ready endpoint stopped being ready (the backend's creation at first).
+    unready_since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for EndpointStates {
+    fn default() -> Self {
+        Self {
+            ready: std::sync::atomic::AtomicI64::new(0),
+            pending: std::sync::atomic::AtomicI64::new(0),
+            unready_since: std::sync::Mutex::new(linkerd_http_classify::clock::now()),
+        }
+    }
 }
 
 impl EndpointStates {
+    /// How long no endpoint has been ready; `None` while one is.
+    pub fn none_ready_for(&self) -> Option<Duration> {
+        if self.ready() > 0 {
+            return None;
+        }
+        let since = *self.unready_since.lock().unwrap_or_else(|e| e.into_inner());
+        Some(linkerd_http_classify::clock::now().saturating_duration_since(since))
+    }
+
+    /// One ready endpoint less (it failed or left): the start of a wait when it was the last.
+    fn ready_lost(&self) {
+        if self.ready.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.unready_since.lock().unwrap_or_else(|e| e.into_inner()) =
+                linkerd_http_classify::clock::now();
+        }
+    }
+
     /// Endpoints currently ready.
     pub fn ready(&self) -> i64 {
         self.ready.load(Ordering::Relaxed)
@@ -513,13 +543,13 @@ impl Health {
         }
         let was = self.ready.swap(ready, Ordering::AcqRel);
         if was != ready {
-            let (inc, dec) = if ready {
-                (&self.states.ready, &self.states.pending)
+            if ready {
+                self.states.ready.fetch_add(1, Ordering::AcqRel);
+                self.states.pending.fetch_sub(1, Ordering::Relaxed);
             } else {
-                (&self.states.pending, &self.states.ready)
-            };
-            inc.fetch_add(1, Ordering::Relaxed);
-            dec.fetch_sub(1, Ordering::Relaxed);
+                self.states.pending.fetch_add(1, Ordering::Relaxed);
+                self.states.ready_lost();
+            }
         }
         if ready && let Some(w) = self.waker.lock().expect("endpoint waker lock").take() {
             w.wake();
@@ -538,12 +568,11 @@ impl Health {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let counter = if self.ready.load(Ordering::Acquire) {
-            &self.states.ready
+        if self.ready.load(Ordering::Acquire) {
+            self.states.ready_lost();
         } else {
-            &self.states.pending
-        };
-        counter.fetch_sub(1, Ordering::Relaxed);
+            self.states.pending.fetch_sub(1, Ordering::Relaxed);
+        }
         self.failed.notify_one();
     }
 }

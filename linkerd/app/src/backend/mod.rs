@@ -498,10 +498,19 @@ where
                 if self.timeout.is_zero() {
                     return Poll::Pending;
                 }
-                let timeout = self.timeout;
+                // The period counts from when the last endpoint stopped being ready (or the
+                // backend started), not from this request: endpoints down for longer than it
+                // fail requests at once (DESIGN.md section 3).
+                let waited = self.states.none_ready_for().unwrap_or_default();
+                let left = self.timeout.saturating_sub(waited);
+                if left.is_zero() {
+                    self.sleep = None;
+                    self.failing = true;
+                    return Poll::Ready(Ok(()));
+                }
                 let sleep = self
                     .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(left)));
                 if sleep.as_mut().poll(cx).is_ready() {
                     self.sleep = None;
                     self.failing = true;

@@ -372,6 +372,12 @@ where
 
     /// Applies the policy's decision on one attempt's result: finish, or back off and retry.
     fn step<T>(&mut self, decision: Decision, result: Result<T, BoxError>) -> Step<T> {
+        if let Err(e) = &result
+            && e.is::<DeadlineExceeded>()
+        {
+            // The request's deadline cut the attempt: it stops the retries.
+            return Step::Finish(result, Some(RetryStop::DeadlinePassed));
+        }
         let Decision::Retry { after } = decision else {
             return Step::Finish(result, None);
         };

@@ -89,7 +89,7 @@
 //! would end at or past the deadline does not start, and no backoff sleeps past it
 //! ([`RetryStop::DeadlinePassed`]). An attempt still waiting for its response when the
 //! deadline passes is cancelled and the request fails with [`DeadlineExceeded`] (504
-//! `request timeout`, not retried): each attempt's timer ends at its per-try timeout or the
+//! `request timeout`, not retried; its outcome says `DeadlinePassed`): each attempt's timer ends at its per-try timeout or the
 //! deadline, whichever comes first, so the stream-timeouts layer above need not run a timer of
 //! its own until the response headers
 //! (`StreamTimeoutsLayer::inner_enforces_deadline`).

@@ -21,7 +21,7 @@ pub enum RetryStop {
     /// The inner service was not ready for another attempt at once.
     NotReady,
     /// The request's [`Deadline`](linkerd_http_classify::Deadline) would have passed before
-    /// the retry could start.
+    /// the retry could start, or passed while an attempt was waiting for its response.
     DeadlinePassed,
 }
 

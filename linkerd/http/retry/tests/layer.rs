@@ -570,9 +570,9 @@ fn assert_deadline_error(err: &BoxError, attempts: u32) {
         RetryOutcome::from_error(&**err),
         Some(RetryOutcome {
             attempts,
-            stopped: None
+            stopped: Some(RetryStop::DeadlinePassed)
         }),
-        "not retried past the deadline"
+        "not retried past the deadline, which stopped the retries (retry_limit_exceeded)"
     );
 }
 

@@ -1,7 +1,10 @@
 use crate::{RequestBody, ResponseBody, StreamTimeouts, timer::Deadlines};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use linkerd_http_classify::clock;
-use linkerd_http_classify::{BoxError, Deadline, encode_grpc_timeout, is_grpc, parse_grpc_timeout};
+use linkerd_http_classify::{
+    BoxError, Deadline, ProxyErrorKind, encode_grpc_timeout, find_proxy_error, is_grpc,
+    parse_grpc_timeout,
+};
 use pin_project_lite::pin_project;
 use std::{
     future::Future,
@@ -201,10 +204,15 @@ where
             let rsp = match res {
                 Ok(rsp) => rsp,
                 Err(error) if *this.inner_deadline => {
+                    let error: BoxError = error.into();
+                    // The inner layer's own deadline error (a retry layer's) already says
+                    // `request timeout`, and its chain says more (the attempts made): kept.
+                    let says_so = find_proxy_error(&*error)
+                        .is_some_and(|p| p.kind() == ProxyErrorKind::RequestTimeout);
                     let expired = this.deadlines.as_ref().and_then(Deadlines::lifetime_passed);
                     return Poll::Ready(Err(match expired {
-                        Some(expired) => expired.into_error(),
-                        None => error.into(),
+                        Some(expired) if !says_so => expired.into_error(),
+                        _ => error,
                     }));
                 }
                 Err(error) => return Poll::Ready(Err(error.into())),
