@@ -35,7 +35,7 @@ impl RuleCount for GrpcSpec {
 /// Checks an access-log format: `json`, `apache` or a template whose `%field%` names exist.
 ///
 /// # Errors
-/// An empty format, a template naming an unknown field, or an unterminated placeholder.
+/// An empty format, or a template placeholder naming an unknown field.
 pub fn validate_access_log_format(format: &str) -> Result<(), String> {
     if format.trim().is_empty() {
         return Err("empty access log format: expected json, apache or a %field% template".into());

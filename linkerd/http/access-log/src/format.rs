@@ -255,11 +255,11 @@ fn apache_escaped(s: &str, out: &mut impl Write) -> fmt::Result {
 // === impl Template ===
 
 impl Template {
-    /// Parses `text`: `%name%` is replaced by the field `name` (a JSON field name), `%%` is
-    /// a literal `%`.
+    /// Parses `text`: `%name%` (lower-case letters and `_`) is replaced by the field `name`
+    /// (a JSON field name), `%%` is a literal `%`, and any other `%` is text.
     ///
     /// # Errors
-    /// An unknown field name or an unterminated `%`.
+    /// A placeholder naming an unknown field.
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -267,11 +267,19 @@ impl Template {
         while let Some(i) = rest.find('%') {
             literal.push_str(&rest[..i]);
             let after = &rest[i + 1..];
-            let Some(j) = after.find('%') else {
-                return Err(TemplateError {
-                    why: format!("unterminated `%` at byte {}", text.len() - rest.len() + i),
-                });
-            };
+            // A placeholder is `%` and a field-like name (lower-case letters and `_`) closed
+            // by `%`; any other `%` is text (`100% ok`).
+            let name_len = after
+                .bytes()
+                .take_while(|b| b.is_ascii_lowercase() || *b == b'_')
+                .count();
+            let closed = after.as_bytes().get(name_len) == Some(&b'%');
+            if !closed {
+                literal.push('%');
+                rest = after;
+                continue;
+            }
+            let j = name_len;
             let name = &after[..j];
             if name.is_empty() {
                 literal.push('%');

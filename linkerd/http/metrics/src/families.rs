@@ -71,22 +71,22 @@ impl Metrics {
             stream_resets: register_counter_family(
                 registry,
                 "http_stream_resets",
-                "HTTP/2 stream resets: inbound (received from upstreams or clients), outbound (sent).",
+                "HTTP/2 stream resets: inbound (received from upstreams or clients), outbound (sent)",
             ),
             connections_open: register_gauge_family(
                 registry,
                 "http_server_connections_open",
-                "Open server connections, by protocol.",
+                "Open server connections, by protocol",
             ),
             balancer_endpoints: register_gauge_family(
                 registry,
                 "balancer_endpoints",
-                "Endpoints of each backend's balancer, by state.",
+                "Endpoints of each backend's balancer, by state",
             ),
             access_log_dropped: register_shared_counter(
                 registry,
                 "access_log_dropped",
-                "Access-log lines dropped because the writer's queue was full or the output failed.",
+                "Access-log lines dropped because the writer's queue was full or the output failed",
             ),
         }
     }
@@ -135,54 +135,54 @@ impl RouteFamilies {
             request_duration: register_histogram_family(
                 registry,
                 "request_duration_seconds",
-                "Time from a request's arrival to the end of its response body, or its failure.",
+                "Time from a request's arrival to the end of its response body, or its failure",
                 LATENCY_SECONDS,
             ),
             request_statuses: register_counter_family(
                 registry,
                 "request_statuses",
-                "Finished requests by the status the client received and the error label.",
+                "Finished requests by the status the client received and the error label",
             ),
             requests_in_flight: register_gauge_family(
                 registry,
                 "requests_in_flight",
-                "Requests whose response body has not ended.",
+                "Requests whose response body has not ended",
             ),
             retry_requests: register_counter_family(
                 registry,
                 "retry_requests",
-                "Retries sent (first attempts excluded).",
+                "Retries sent (first attempts excluded)",
             ),
             retry_successes: register_counter_family(
                 registry,
                 "retry_successes",
-                "Retried requests that succeeded.",
+                "Retried requests that succeeded",
             ),
             retry_limit_exceeded: register_counter_family(
                 registry,
                 "retry_limit_exceeded",
-                "Requests not retried further: attempts exhausted or deadline reached.",
+                "Requests not retried further: attempts exhausted or deadline reached",
             ),
             retry_overflow: register_counter_family(
                 registry,
                 "retry_overflow",
-                "Requests not retried: budget exhausted, body too large, or backend not ready.",
+                "Requests not retried: budget exhausted, body too large, or backend not ready",
             ),
             backend_requests: register_counter_family(
                 registry,
                 "backend_requests",
-                "Requests sent to each backend (each attempt counts).",
+                "Requests sent to each backend (each attempt counts)",
             ),
             backend_response_duration: register_histogram_family(
                 registry,
                 "backend_response_duration_seconds",
-                "Time from an attempt's dispatch to the end of the backend's response body.",
+                "Time from an attempt's dispatch to the end of the backend's response body",
                 LATENCY_SECONDS,
             ),
             backend_response_statuses: register_counter_family(
                 registry,
                 "backend_response_statuses",
-                "Backend responses by status and error label.",
+                "Backend responses by status and error label",
             ),
         }
     }

@@ -55,14 +55,18 @@ impl Write for Lines {
     }
 }
 
-async fn scrape(admin: &MetricsService) -> Scrape {
+async fn scrape_text(admin: &MetricsService) -> String {
     let rsp = admin
         .clone()
         .oneshot(Request::get("/metrics").body(()).expect("request"))
         .await
         .expect("infallible");
     let text = rsp.into_body().collect().await.expect("body").to_bytes();
-    Scrape::parse(std::str::from_utf8(&text).expect("utf-8")).expect("valid exposition")
+    String::from_utf8(text.to_vec()).expect("utf-8")
+}
+
+async fn scrape(admin: &MetricsService) -> Scrape {
+    Scrape::parse(&scrape_text(admin).await).expect("valid exposition")
 }
 
 const FAMILIES: [(&str, &str); 24] = [
@@ -117,6 +121,20 @@ async fn every_family_is_described_before_traffic() {
         s.families
     );
     assert_eq!(s.get("access_log_dropped_total", &[]), Some(0.0));
+    // prometheus-client ends every HELP text with a period of its own.
+    let text = scrape_text(&MetricsService::new(Arc::new(registry_with_metrics()))).await;
+    for line in text.lines().filter(|l| l.starts_with("# HELP")) {
+        assert!(
+            line.ends_with('.') && !line.ends_with(".."),
+            "one period: {line}"
+        );
+    }
+}
+
+fn registry_with_metrics() -> Registry {
+    let mut registry = Registry::default();
+    let _metrics = Metrics::register(&mut registry);
+    registry
 }
 
 fn http_backend(req: &Request<RequestBody<Full<Bytes>>>) -> Result<Response<TestBody>, BoxError> {

@@ -20,7 +20,7 @@
 //! let _durations = register_histogram_family::<RouteLabels>(
 //!     prefixed,
 //!     "request_duration_seconds",
-//!     "Request durations.",
+//!     "Request durations",
 //!     LATENCY_SECONDS,
 //! );
 //! requests.get_or_create(&RouteLabels::new("web")).inc();

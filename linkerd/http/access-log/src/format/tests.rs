@@ -81,7 +81,15 @@ fn templates() {
         "fields, literal percent, null"
     );
     assert!("%nope%".parse::<Format>().is_err(), "unknown field");
-    assert!("50% off".parse::<Format>().is_err(), "unterminated percent");
+    // A `%` that opens no placeholder is text (DESIGN.md section 7: "any text").
+    let t: Format = "rate 100% ok %status% 5%"
+        .parse()
+        .expect("a lone percent is text");
+    assert_eq!(t.to_line(&record()), "rate 100% ok 503 5%\n");
+    let t: Format = "%Method% %status%"
+        .parse()
+        .expect("not a field-like name: text");
+    assert_eq!(t.to_line(&record()), "%Method% 503\n");
     assert_eq!("json".parse::<Format>(), Ok(Format::Json));
     assert_eq!("apache".parse::<Format>(), Ok(Format::Apache));
     let mut r = record();
