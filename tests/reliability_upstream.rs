@@ -743,3 +743,77 @@ async fn odd_http1_answers_are_fixed_up_or_refused() {
         "upstream reset (PROTOCOL_ERROR)"
     );
 }
+
+/// An HTTP/2 upstream that answers and resets the stream in one go (HEADERS, DATA and
+/// RST_STREAM in one write): the client still gets the response head and the data, then the
+/// error (HTTP/1: the connection closes without the final chunk; HTTP/2: RST_STREAM), so the
+/// access log's `status` 200 is what the client saw. The head used to be lost with the
+/// error: no response at all, logged as a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_reset_at_once_still_delivers_its_head() {
+    use support::reliability::{DATA, END_HEADERS, HEADERS, PING, RST_STREAM, SETTINGS, frame};
+    // A raw HTTP/2 server: SETTINGS and PING are acknowledged; every request stream gets
+    // HEADERS(:status 200), DATA("hello") and RST_STREAM(INTERNAL_ERROR) in one write.
+    let backend = RawBackend::start(|mut io: TcpStream| async move {
+        let mut preface = [0u8; 24];
+        if io.read_exact(&mut preface).await.is_err() {
+            return;
+        }
+        let mut out = Vec::new();
+        frame(&mut out, SETTINGS, 0, 0, &[]);
+        if io.write_all(&out).await.is_err() {
+            return;
+        }
+        let mut head = [0u8; 9];
+        while io.read_exact(&mut head).await.is_ok() {
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            if io.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            let mut out = Vec::new();
+            match kind {
+                SETTINGS if flags & 1 == 0 => frame(&mut out, SETTINGS, 1, 0, &[]),
+                PING if flags & 1 == 0 => frame(&mut out, PING, 1, 0, &payload),
+                HEADERS => {
+                    frame(&mut out, HEADERS, END_HEADERS, stream, &[0x88]);
+                    frame(&mut out, DATA, 0, stream, b"hello");
+                    frame(&mut out, RST_STREAM, 0, stream, &2u32.to_be_bytes());
+                }
+                _ => {}
+            }
+            if !out.is_empty() && io.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config("http2", &[backend.addr()], "", ""), &[]);
+    for i in 0..5 {
+        let mut io = TcpStream::connect(proxy.addr).await.expect("connect");
+        io.write_all(b"GET /at-once HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let (bytes, closed) = read_until_close(&mut io, DEADLINE).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "{i}: the HTTP/1.1 client gets the head: {text:?}"
+        );
+        assert!(closed, "{i}: then the connection closes");
+        assert!(
+            !text.ends_with("0\r\n\r\n"),
+            "{i}: no final chunk: {text:?}"
+        );
+
+        let rsp = fetch_h2(proxy.addr, "/at-once").await.expect("the head");
+        assert_eq!(rsp.status, 200, "{i}: the HTTP/2 client gets the head");
+        assert!(
+            rsp.reset_reason().is_some(),
+            "{i}: then a reset: {:?}",
+            rsp.body_error
+        );
+    }
+}

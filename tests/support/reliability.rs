@@ -353,6 +353,10 @@ pub fn response_count(bytes: &[u8]) -> usize {
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Frame types.
 pub const HEADERS: u8 = 0x1;
+/// Frame type DATA.
+pub const DATA: u8 = 0x0;
+/// Frame type PING.
+pub const PING: u8 = 0x6;
 /// Frame type RST_STREAM.
 pub const RST_STREAM: u8 = 0x3;
 /// Frame type SETTINGS.

@@ -59,8 +59,8 @@ pin_project_lite::pin_project! {
         guard: Option<BusyGuard>,
         // HTTP/2: told of the reset hyper sends when the body fails.
         resets: Option<ResetObserver>,
-        // HTTP/1: a body error held back for one turn (see `poll_frame`).
-        deferred: Option<crate::BoxError>,
+        // A body error held back until its timer fires (see `poll_frame`).
+        deferred: Option<(crate::BoxError, Pin<Box<tokio::time::Sleep>>)>,
     }
 }
 
@@ -125,6 +125,9 @@ impl WatchedBody {
     }
 }
 
+/// How long a response body's error waits for the connection to write what came before it.
+const HOLD_BODY_ERROR: Duration = Duration::from_millis(1);
+
 impl Body for WatchedBody {
     type Data = Bytes;
     type Error = crate::BoxError;
@@ -136,23 +139,31 @@ impl Body for WatchedBody {
         // An HTTP/2 stream's task polls this: one clock reading for the layers' bodies (their
         // end-of-stream durations) per poll.
         let this = self.project();
-        if let Some(error) = this.deferred.take() {
-            return Poll::Ready(Some(Err(error)));
+        if let Some((error, mut timer)) = this.deferred.take() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(error)));
+            }
+            *this.deferred = Some((error, timer));
+            return Poll::Pending;
         }
         match clock::frozen(|| this.inner.poll_frame(cx)) {
             Poll::Ready(Some(Err(error))) => {
                 if let Some(resets) = this.resets.take() {
                     resets.sent_for(&*error);
-                } else if this.guard.is_some() {
-                    // HTTP/1: hyper closes the connection at a body error without writing
-                    // what it has buffered, which may be the response head: the client would
-                    // see no response at all. One turn first (the task wakes at once), in
-                    // which hyper flushes; then the error, and the close.
-                    *this.deferred = Some(error);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
                 }
-                Poll::Ready(Some(Err(error)))
+                // A body error right behind the head (an upstream that answers and fails at
+                // once) must not take the head with it: hyper's HTTP/1 server closes the
+                // connection without writing what it has buffered (and its first write after
+                // a read waits a round in `DeferredWrite`), and HTTP/2 drops a stream's frames
+                // still queued when it resets the stream: the client would see no response at
+                // all. The error waits for the next tick of the timer (a millisecond or two),
+                // in which the connection writes what it has; then the close or the reset.
+                let mut timer = Box::pin(tokio::time::sleep(HOLD_BODY_ERROR));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                *this.deferred = Some((error, timer));
+                Poll::Pending
             }
             frame => frame,
         }
