@@ -695,6 +695,19 @@ async fn retry_replays_content_length_body() {
         Some(1.0),
         "one retried success"
     );
+    // The backend answered 503 twice and 200 once: the 503s the retry layer discarded are
+    // answers, not cancellations.
+    const BACKEND: &str = "outbound_http_route_backend_response_statuses_total";
+    let scrape = proxy
+        .scrape_until(|s| s.sum(BACKEND, &[("http_status", "200")]) >= 1.0)
+        .await;
+    assert_eq!(
+        scrape.sum(BACKEND, &[("http_status", "503"), ("error", "")]),
+        2.0,
+        "two 503 answers: {:?}",
+        scrape.matching(BACKEND, &[]).collect::<Vec<_>>()
+    );
+    assert_eq!(scrape.sum(BACKEND, &[("error", "CANCEL")]), 0.0);
 }
 
 #[tokio::test]

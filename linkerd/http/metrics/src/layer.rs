@@ -29,6 +29,10 @@ pub(crate) struct Recorder<L> {
     /// The duration counts from the request's `RequestStart` when it has one (the route's;
     /// a backend's counts from its own call).
     pub(crate) from_request_start: bool,
+    /// A response body dropped before it was read at all was discarded by the layers above
+    /// (a retry layer retrying it), not cut: it counts as answered, with no `error` label (a
+    /// backend's; a route's is the client's cancellation).
+    pub(crate) unread_is_discarded: bool,
 }
 
 pub(crate) struct RetryCounters {
@@ -125,6 +129,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         state: Option<BodyDone<L, X>>,
+        polled: bool,
     }
 
     impl<B, L, X> PinnedDrop for ResponseBody<B, L, X>
@@ -134,8 +139,13 @@ pin_project_lite::pin_project! {
         L: Eq,
     {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(s) = this.project().state.take() {
-                let class = s.eos.cancelled();
+            let this = this.project();
+            if let Some(s) = this.state.take() {
+                let class = if !*this.polled && s.done.recorder.unread_is_discarded {
+                    s.eos.eos(None)
+                } else {
+                    s.eos.cancelled()
+                };
                 s.done.finish(&class, s.retry);
             }
         }
@@ -404,11 +414,16 @@ impl<B: Body, L: Clone + Hash + Eq, X> ResponseBody<B, L, X> {
             // hyper never polls a body already at its end.
             let class = state.eos.eos(None);
             state.done.finish(&class, state.retry);
-            return Self { inner, state: None };
+            return Self {
+                inner,
+                state: None,
+                polled: false,
+            };
         }
         Self {
             inner,
             state: Some(state),
+            polled: false,
         }
     }
 }
@@ -427,6 +442,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let mut this = self.project();
+        *this.polled = true;
         let frame = ready!(this.inner.as_mut().poll_frame(cx)).map(|r| r.map_err(Into::into));
         if this.state.is_none() {
             return Poll::Ready(frame);
