@@ -1230,3 +1230,47 @@ routes:
         );
     }
 }
+
+/// An HTTP/2 client resetting its stream while the proxy reads the request body is counted
+/// as an inbound reset with the client's reason (DESIGN.md section 6: `inbound` counts
+/// "client resets seen through request-body errors"), once.
+#[tokio::test]
+async fn a_client_reset_during_the_request_body_is_an_inbound_reset() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut raw = RawH2::connect(proxy.addr).await;
+    let authority = proxy.addr.to_string();
+    raw.send_headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/upload"),
+            (":authority", &authority),
+            ("content-length", "100"),
+        ],
+        false,
+    )
+    .await;
+    raw.send_data(1, &[b'x'; 10], false).await;
+    // Let the proxy start forwarding the body, then reset with CANCEL.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raw.send_reset(1, 0x8).await;
+    let inbound = [("direction", "inbound"), ("reason", "CANCEL")];
+    let scrape = proxy
+        .scrape_until(|s| s.sum("http_stream_resets_total", &inbound) >= 1.0)
+        .await;
+    assert_eq!(
+        scrape.sum("http_stream_resets_total", &inbound),
+        1.0,
+        "the client's reset, counted once"
+    );
+}

@@ -94,6 +94,17 @@ impl RawH2 {
         self.write_frame(HEADERS, flags, stream, &block).await;
     }
 
+    /// Sends a DATA frame on `stream`.
+    pub async fn send_data(&mut self, stream: u32, data: &[u8], end_stream: bool) {
+        let flags = if end_stream { END_STREAM } else { 0 };
+        self.write_frame(0x0, flags, stream, data).await;
+    }
+
+    /// Sends RST_STREAM with `code` on `stream`.
+    pub async fn send_reset(&mut self, stream: u32, code: u32) {
+        self.write_frame(0x3, 0, stream, &code.to_be_bytes()).await;
+    }
+
     /// Reads the next frame, answering SETTINGS and PING frames as a client must; `None` at
     /// the end of the connection (or on a read error).
     pub async fn read_frame(&mut self) -> Option<Frame> {

@@ -226,11 +226,15 @@ async fn serve(mut config: Config) -> i32 {
     };
 
     let reset_metrics = metrics.clone();
+    let client_reset_metrics = metrics.clone();
     let params = server::ServerParams {
         header_read_timeout: config.server.header_read_timeout.0,
         h2: server_h2_settings(&config),
         on_reset: Some(server::ResetObserver::new(move |reason| {
             reset_metrics.record_reset(linkerd_http_prom::Direction::Outbound, reason);
+        })),
+        on_client_reset: Some(server::ResetObserver::new(move |reason| {
+            client_reset_metrics.record_reset(linkerd_http_prom::Direction::Inbound, reason);
         })),
     };
     let conn_metrics = metrics.clone();

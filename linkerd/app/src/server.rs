@@ -38,6 +38,9 @@ pub struct ServerParams {
     pub h2: linkerd_http_h2::ServerSettings,
     /// Told of every `RST_STREAM` sent to an HTTP/2 client for a failed answer.
     pub on_reset: Option<ResetObserver>,
+    /// Told of every `RST_STREAM` an HTTP/2 client sends while the proxy reads its request
+    /// body (the reset the body's error carries).
+    pub on_client_reset: Option<ResetObserver>,
 }
 
 /// Called with the reason of each `RST_STREAM` the server sends an HTTP/2 client because the
@@ -56,6 +59,25 @@ impl ResetObserver {
     /// An observer calling `f`.
     pub fn new(f: impl Fn(h2::Reason) + Send + Sync + 'static) -> Self {
         Self(Arc::new(ObserveFn(Box::new(f))))
+    }
+
+    /// Reports the reset a peer sent, if `error` is one (a remote `RST_STREAM`).
+    fn received_in(&self, error: &(dyn std::error::Error + 'static)) {
+        let mut next = Some(error);
+        // An error chain is finite; the bound guards against a cyclic one.
+        for _ in 0..32 {
+            let Some(e) = next else { return };
+            if let Some(h) = e.downcast_ref::<h2::Error>() {
+                if h.is_reset()
+                    && h.is_remote()
+                    && let Some(reason) = h.reason()
+                {
+                    (self.0.0)(reason);
+                }
+                return;
+            }
+            next = e.source();
+        }
     }
 
     /// Reports the reset sent for `error`.
@@ -88,7 +110,7 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = BoxError>
+    S: Service<Request<InboundBody>, Response = Response<BoxBody>, Error = BoxError>
         + Clone
         + Send
         + 'static,
@@ -129,6 +151,11 @@ pub async fn serve<S>(
                 watch: watch.clone(),
                 resets: if protocol == "http2" {
                     params.on_reset.clone()
+                } else {
+                    None
+                },
+                client_resets: if protocol == "http2" {
+                    params.on_client_reset.clone()
                 } else {
                     None
                 },
@@ -277,11 +304,13 @@ struct ConnService<S> {
     watch: Option<Arc<HeadWatch>>,
     /// HTTP/2: told of the resets hyper sends for failed answers.
     resets: Option<ResetObserver>,
+    /// HTTP/2: told of the resets clients send while their request bodies are read.
+    client_resets: Option<ResetObserver>,
 }
 
 impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = BoxError>
+    S: Service<Request<InboundBody>, Response = Response<BoxBody>, Error = BoxError>
         + Clone
         + Send
         + 'static,
@@ -291,7 +320,7 @@ where
     type Error = BoxError;
     type Future = NormalizeFuture<
         Either<
-            Either<Pin<Box<S::Future>>, Pin<Box<tower::util::Oneshot<S, Request<Incoming>>>>>,
+            Either<Pin<Box<S::Future>>, Pin<Box<tower::util::Oneshot<S, Request<InboundBody>>>>>,
             std::future::Ready<Result<Response<BoxBody>, BoxError>>,
         >,
     >;
@@ -300,7 +329,16 @@ where
     /// the rule's boxed retry future) is boxed once here: hyper's HTTP/2 server moves each
     /// stream's future into a task of its own, several copies deep (h2c: 58.6 -> 51.8 KB
     /// copied per request, as much as passthrough; HTTP/1.1 unchanged).
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let body = match &self.client_resets {
+            // Only a body still to come can be reset.
+            Some(r) if !http_body::Body::is_end_stream(req.body()) => Some(r.clone()),
+            _ => None,
+        };
+        let mut req = req.map(|inner| InboundBody {
+            inner,
+            resets: body,
+        });
         crate::presized::request(req.extensions_mut());
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
@@ -379,6 +417,45 @@ pub fn normalize(head: bool, mut rsp: Response<BoxBody>) -> Response<BoxBody> {
     }
     let (parts, _body) = rsp.into_parts();
     Response::from_parts(parts, empty_body())
+}
+
+pin_project_lite::pin_project! {
+    /// A request body as the stack gets it: hyper's, reporting the `RST_STREAM` an HTTP/2
+    /// client sends while it is read (to `http_stream_resets_total{direction="inbound"}`,
+    /// DESIGN.md section 6: "client resets seen through request-body errors").
+    #[derive(Debug)]
+    pub struct InboundBody {
+        #[pin]
+        inner: Incoming,
+        resets: Option<ResetObserver>,
+    }
+}
+
+impl http_body::Body for InboundBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Err(error)) = &frame
+            && let Some(resets) = this.resets.take()
+        {
+            resets.received_in(error);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// An empty body of the stack's body type.

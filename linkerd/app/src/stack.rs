@@ -5,6 +5,7 @@
 //! backend: backend metrics -> HTTP/2 reset mapping (`http2` backends only: an HTTP/1 backend
 //! has no streams to reset) -> backend (load shed -> queue -> fail-fast -> p2c -> endpoints).
 
+use crate::server::InboundBody;
 use crate::{
     BoxBody, BoxError,
     backend::{BackendHandle, BackendParams, Discovery, EndpointParams, SystemResolver},
@@ -15,7 +16,6 @@ use crate::{
 };
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_access_log::{AccessLogLayer, AccessLogWriter};
 use linkerd_http_classify::{ClassifyLayer, ProxyError, StatusRanges};
@@ -45,7 +45,7 @@ use tower::{
 /// caller that needs to name its type. [`build`] returns the concrete stack, whose futures
 /// the server's connections hold without a box; the server clones it once per connection and
 /// calls that copy for each of the connection's requests.
-pub type ProxyService = BoxCloneService<Request<Incoming>, Response<BoxBody>, BoxError>;
+pub type ProxyService = BoxCloneService<Request<InboundBody>, Response<BoxBody>, BoxError>;
 
 /// Calls `svc` at once when it is ready now (the proxy's stacks always are: their queues are
 /// per request), so the response future holds neither a service clone nor a second move of
@@ -127,7 +127,7 @@ pub fn build(
 ) -> Result<
     Built<
         impl Service<
-            Request<Incoming>,
+            Request<InboundBody>,
             Response = Response<BoxBody>,
             Error = BoxError,
             Future: Send + 'static,
@@ -384,7 +384,7 @@ fn rule_stack(
 
 /// The request body the edge hands the router: the server's, counted by the access log. Not
 /// boxed there: it is boxed once, below the retry layer, for the backends.
-type EdgeBody = linkerd_http_access_log::RequestBody<Incoming>;
+type EdgeBody = linkerd_http_access_log::RequestBody<InboundBody>;
 
 /// The request body inside a rule's stack (after stream timeouts).
 type RuleBody = linkerd_http_stream_timeouts::RequestBody<MirrorBody<EdgeBody>>;
