@@ -1740,6 +1740,25 @@ async fn http10_client_gets_http10_without_chunking() {
         "no chunked encoding: {head:?}"
     );
     assert_eq!(body.as_bytes(), &body_pattern(30)[..], "the whole body");
+    // A keep-alive HTTP/1.0 client is not promised keep-alive for a body it can only read
+    // to the close (RFC 9112 section 9.3, appendix C.2.2).
+    let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    io.write_all(
+        b"GET /ten HTTP/1.0\r\nhost: example.com\r\nconnection: keep-alive\r\nx-test-drip: 3,10,10\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_all(&mut io).await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    assert!(
+        !head.to_ascii_lowercase().contains("keep-alive"),
+        "no keep-alive promised: {head:?}"
+    );
+    assert_eq!(
+        body.as_bytes(),
+        &body_pattern(30)[..],
+        "the whole body, then the close"
+    );
     // HTTP/1.0 may omit Host.
     let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     io.write_all(b"GET /nohost HTTP/1.0\r\n\r\n").await.unwrap();

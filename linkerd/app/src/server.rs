@@ -342,6 +342,7 @@ where
         crate::presized::request(req.extensions_mut());
         req.extensions_mut().insert(self.client);
         let head = req.method() == Method::HEAD;
+        let http10 = req.version() == http::Version::HTTP_10;
         let busy = self.watch.as_ref().map(HeadWatch::busy);
         let inner = match self.inner.try_borrow_mut() {
             Ok(mut svc) => Either::Left(crate::stack::call_now_boxed(&mut *svc, req)),
@@ -353,6 +354,7 @@ where
         NormalizeFuture {
             inner,
             head,
+            http10,
             busy,
             resets: self.resets.clone(),
         }
@@ -366,6 +368,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         head: bool,
+        // An HTTP/1.0 client's request.
+        http10: bool,
         busy: Option<BusyGuard>,
         resets: Option<ResetObserver>,
     }
@@ -391,9 +395,15 @@ where
         };
         let busy = this.busy.take();
         let resets = this.resets.take();
-        Poll::Ready(Ok(
-            normalize(*this.head, rsp).map(|body| WatchedBody::new(body, busy, resets))
-        ))
+        let mut rsp = normalize(*this.head, rsp);
+        if *this.http10 && http_body::Body::size_hint(rsp.body()).exact().is_none() {
+            // An HTTP/1.0 client reads a body of unknown length up to the close: hyper
+            // closes the connection after it, but answers a `keep-alive` request with
+            // `connection: keep-alive` unless the response is itself HTTP/1.0 (then it
+            // leaves keep-alive off). Not promised.
+            *rsp.version_mut() = http::Version::HTTP_10;
+        }
+        Poll::Ready(Ok(rsp.map(|body| WatchedBody::new(body, busy, resets))))
     }
 }
 
