@@ -29,6 +29,18 @@ pub(crate) type Why = &'static str;
 ///   valid `Host` is rejected (section 3.2), as is an HTTP/2 request with neither `:authority`
 ///   nor `Host`; HTTP/1.0 may omit it (RFC 1945 has no `Host`).
 pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Result<(), Why> {
+    // `Transfer-Encoding` is hop-by-hop and goes no further: a coding other than `chunked`
+    // (which hyper has undone) would reach the backend still applied and undeclared, a body
+    // of another meaning (RFC 9112 section 6.1: a coding the proxy does not understand).
+    let codings = req.headers().get_all(header::TRANSFER_ENCODING);
+    if codings.iter().any(|v| {
+        v.to_str().map_or(true, |v| {
+            v.split(',')
+                .any(|c| !c.trim().eq_ignore_ascii_case("chunked"))
+        })
+    }) {
+        return Err("unsupported transfer coding");
+    }
     let uri = req.uri();
     let is_connect = req.method() == Method::CONNECT && !extended_connect;
     let authority_form =
@@ -176,6 +188,25 @@ mod tests {
         &'static [&'static str],
         Result<(&'static str, &'static str), Why>,
     );
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_refused() {
+        for (te, ok) in [
+            ("chunked", true),
+            ("Chunked", true),
+            ("gzip, chunked", false),
+            ("deflate,chunked", false),
+        ] {
+            let mut r = req("POST", "/", Version::HTTP_11, &["ex.com"]);
+            r.headers_mut()
+                .insert("transfer-encoding", te.parse().unwrap());
+            let got = normalize(&mut r, false);
+            assert_eq!(got.is_ok(), ok, "{te}: {got:?}");
+            if !ok {
+                assert_eq!(got, Err("unsupported transfer coding"));
+            }
+        }
+    }
 
     #[test]
     fn table_of_outcomes() {
