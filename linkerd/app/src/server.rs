@@ -63,20 +63,16 @@ impl ResetObserver {
 
     /// Reports the reset a peer sent, if `error` is one (a remote `RST_STREAM`).
     fn received_in(&self, error: &(dyn std::error::Error + 'static)) {
-        let mut next = Some(error);
         // An error chain is finite; the bound guards against a cyclic one.
-        for _ in 0..32 {
-            let Some(e) = next else { return };
-            if let Some(h) = e.downcast_ref::<h2::Error>() {
-                if h.is_reset()
-                    && h.is_remote()
-                    && let Some(reason) = h.reason()
-                {
-                    (self.0.0)(reason);
-                }
-                return;
-            }
-            next = e.source();
+        let h2 = linkerd_http_classify::chain(error)
+            .take(32)
+            .find_map(|e| e.downcast_ref::<h2::Error>());
+        if let Some(h) = h2
+            && h.is_reset()
+            && h.is_remote()
+            && let Some(reason) = h.reason()
+        {
+            (self.0.0)(reason);
         }
     }
 

@@ -418,24 +418,17 @@ fn bodiless_copy(req: &Request<BoxBody>) -> Request<BoxBody> {
     copy
 }
 
-/// Whether an HTTP/1 upstream closed or reset the connection under a request, before a
-/// response.
 /// Whether `error` says the upstream's HTTP/1 response head did not parse.
 fn invalid_response(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
     // An error chain is finite; the bound guards against a cyclic one.
-    for _ in 0..32 {
-        let Some(e) = next else { return false };
-        if let Some(h) = e.downcast_ref::<hyper::Error>()
-            && h.is_parse()
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    linkerd_http_classify::chain(error).take(32).any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+    })
 }
 
+/// Whether an HTTP/1 upstream closed or reset the connection under a request, before a
+/// response.
 fn closed_before_response(error: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
     let mut next = Some(error);
