@@ -1248,29 +1248,34 @@ async fn a_client_reset_during_the_request_body_is_an_inbound_reset() {
     );
     let mut raw = RawH2::connect(proxy.addr).await;
     let authority = proxy.addr.to_string();
-    raw.send_headers(
-        1,
-        &[
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/upload"),
-            (":authority", &authority),
-            ("content-length", "100"),
-        ],
-        false,
-    )
-    .await;
-    raw.send_data(1, &[b'x'; 10], false).await;
-    // Let the proxy start forwarding the body, then reset with CANCEL.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    raw.send_reset(1, 0x8).await;
+    // Eight streams, each reset mid-body after a different pause: whether the proxy is
+    // reading the body when the reset comes or has already dropped the stream's answer.
+    const N: u32 = 8;
+    for i in 0..N {
+        let stream = 1 + 2 * i;
+        raw.send_headers(
+            stream,
+            &[
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", "/upload"),
+                (":authority", &authority),
+                ("content-length", "100"),
+            ],
+            false,
+        )
+        .await;
+        raw.send_data(stream, &[b'x'; 10], false).await;
+        tokio::time::sleep(Duration::from_millis(u64::from(i % 4) * 40)).await;
+        raw.send_reset(stream, 0x8).await;
+    }
     let inbound = [("direction", "inbound"), ("reason", "CANCEL")];
     let scrape = proxy
-        .scrape_until(|s| s.sum("http_stream_resets_total", &inbound) >= 1.0)
+        .scrape_until(|s| s.sum("http_stream_resets_total", &inbound) >= f64::from(N))
         .await;
     assert_eq!(
         scrape.sum("http_stream_resets_total", &inbound),
-        1.0,
-        "the client's reset, counted once"
+        f64::from(N),
+        "each client reset, counted once"
     );
 }

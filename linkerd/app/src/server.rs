@@ -429,11 +429,37 @@ pin_project_lite::pin_project! {
     /// A request body as the stack gets it: hyper's, reporting the `RST_STREAM` an HTTP/2
     /// client sends while it is read (to `http_stream_resets_total{direction="inbound"}`,
     /// DESIGN.md section 6: "client resets seen through request-body errors").
+    ///
+    /// A reset can also end the request before anything polls the body again (hyper drops
+    /// the stream's answer): a body dropped before its end looks once more, without waiting,
+    /// and reports a reset it finds there.
     #[derive(Debug)]
     pub struct InboundBody {
         #[pin]
         inner: Incoming,
         resets: Option<ResetObserver>,
+    }
+
+    impl PinnedDrop for InboundBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // (Not `is_end_stream` first: a reset stream's body says it is at its end.)
+            if let Some(resets) = this.resets.take() {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut inner = this.inner;
+                // Data the client sent before its reset comes first; a bounded look.
+                for _ in 0..64 {
+                    match http_body::Body::poll_frame(inner.as_mut(), &mut cx) {
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(error))) => {
+                            resets.received_in(&error);
+                            break;
+                        }
+                        Poll::Ready(None) | Poll::Pending => break,
+                    }
+                }
+            }
+        }
     }
 }
 

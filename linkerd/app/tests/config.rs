@@ -171,6 +171,12 @@ fn syntax_errors_name_the_field_they_sit_under() {
         e.to_string().contains(": routes[0].rules[1].filters"),
         "the rendered error names the path: {e}"
     );
+    // An error inside a value on the key's own line names that key.
+    let e = one(
+        "routes:\n  - name: a\n    rules:\n      - backendRefs: [{ name: web }]\n        timeouts: { request: [1s }\n",
+    );
+    assert!(e.message.starts_with("invalid YAML"), "{e}");
+    assert_eq!(e.path, "routes[0].rules[0].timeouts", "{e}");
 }
 
 #[test]

@@ -46,7 +46,7 @@ impl<'a> Document<'a> {
                     file: file.to_owned(),
                     line,
                     column,
-                    path: path_near(text, line),
+                    path: path_near(text, line, column),
                     message,
                 })
             }
@@ -105,12 +105,12 @@ impl<'a> Document<'a> {
     }
 }
 
-/// The field path of the block-style key under which the text at `line` (1-based) sits,
-/// read from indentation alone (the loader gives none when the text does not parse):
+/// The field path of the block-style key under which the text at `line`:`column` (1-based)
+/// sits, read from indentation alone (the loader gives none when the text does not parse):
 /// the keys of the lines before it and their list items, like `routes[0].rules[1].filters`.
 /// Flow collections (`[...]`, `{...}`) are not entered, so inside one the path names the key
 /// that holds it. Empty at the top level.
-fn path_near(text: &str, line: usize) -> String {
+fn path_near(text: &str, line: usize, column: usize) -> String {
     /// A key (with how many list items it has had) or a list item, at its column.
     enum Frame {
         Key {
@@ -130,10 +130,19 @@ fn path_near(text: &str, line: usize) -> String {
     for (i, raw) in text.lines().enumerate().take(line) {
         let mut col = raw.len() - raw.trim_start_matches(' ').len();
         let mut rest = &raw[col..];
-        // The error's own line is left out: the loader often notices a construct left open
-        // above (an unclosed `[`) only on a later key.
-        if rest.is_empty() || rest.starts_with('#') || i + 1 == line {
+        if rest.is_empty() || rest.starts_with('#') {
             continue;
+        }
+        // The error's own line counts only when the error lies in its value (`timeouts: {
+        // request: [1s }`): the loader often notices a construct left open above (an
+        // unclosed `[`) only at the next key, which is not where the problem is.
+        if i + 1 == line {
+            let value_from = rest.trim_start_matches("- ").split_once(':').map(|(k, _)| {
+                col + (rest.len() - rest.trim_start_matches("- ").len()) + k.len() + 2
+            });
+            if value_from.is_none_or(|from| column < from) {
+                continue;
+            }
         }
         // List items: `- ` opens an item of the sequence held by the key above it (at the
         // same column or to its left); what follows sits two columns further in.
