@@ -1644,6 +1644,53 @@ async fn websocket_upgrade_through_the_proxy() {
         );
     }
     ws.close(None).await.unwrap();
+
+    // The same backend through an HTTP/2 client's extended CONNECT (RFC 8441): answered 200,
+    // and counted once in the route's statuses (the bridged answer is still the upstream's).
+    let io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2 = tokio::time::timeout(Duration::from_secs(5), h2.ready())
+        .await
+        .expect("ready in time")
+        .unwrap();
+    // The server's SETTINGS arrive with the connection's first turns.
+    for _ in 0..100 {
+        if h2.is_extended_connect_protocol_enabled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        h2.is_extended_connect_protocol_enabled(),
+        "RFC 8441 advertised"
+    );
+    let mut req = Request::connect(format!("http://{}/chat", proxy.addr))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (rsp, _send) = h2.send_request(req, false).unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), rsp)
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(
+        rsp.status(),
+        StatusCode::OK,
+        "RFC 8441: 200, not 101: {:?}",
+        rsp.headers()
+    );
+    let route = [("route_name", "r")];
+    const STATUSES: &str = "outbound_http_route_request_statuses_total";
+    let scrape = proxy.scrape_until(|s| s.sum(STATUSES, &route) >= 2.0).await;
+    assert_eq!(
+        scrape.sum(STATUSES, &route),
+        2.0,
+        "one sample per tunnel: {:?}",
+        scrape.matching(STATUSES, &[]).collect::<Vec<_>>()
+    );
     server.abort();
 }
 

@@ -283,7 +283,7 @@ fn finish<B: Default>(
                 return no_upgrade("the upstream response cannot be upgraded")
                     .to_response(protocol);
             };
-            let (mut parts, _) = rsp.into_parts();
+            let (mut parts, body) = rsp.into_parts();
             headers::strip(&mut parts.headers, false);
             parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -291,7 +291,9 @@ fn finish<B: Default>(
             parts.status = StatusCode::OK;
             parts.version = Version::HTTP_2;
             tunnels.spawn(server, client);
-            Response::from_parts(parts, B::default())
+            // The upstream's (empty) body stays: the answer is still the upstream's, which
+            // layers above tell from one this layer made up.
+            Response::from_parts(parts, body)
         }
         Kind::Upgrade { .. } | Kind::Connect { .. } | Kind::Extended { .. } => {
             // The upstream declined: an ordinary response, and the client's connection
