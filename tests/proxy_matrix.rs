@@ -1648,7 +1648,7 @@ async fn websocket_upgrade_through_the_proxy() {
     // The same backend through an HTTP/2 client's extended CONNECT (RFC 8441): answered 200,
     // and counted once in the route's statuses (the bridged answer is still the upstream's).
     let io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut h2, conn) = h2::client::handshake(io).await.unwrap();
+    let (h2, conn) = h2::client::handshake(io).await.unwrap();
     tokio::spawn(conn);
     let mut h2 = tokio::time::timeout(Duration::from_secs(5), h2.ready())
         .await
