@@ -1279,3 +1279,52 @@ async fn a_client_reset_during_the_request_body_is_an_inbound_reset() {
         "each client reset, counted once"
     );
 }
+
+/// Requests still in flight when the shutdown grace period ends are cut, and each still gets
+/// its access-log line (DESIGN.md section 7: one line per request), with status 0 and
+/// `CANCEL`: HTTP/1.1 and HTTP/2. The lines were lost with the process.
+#[tokio::test]
+async fn requests_cut_at_the_end_of_the_grace_period_are_logged() {
+    let backend = TestServer::backend().await.unwrap();
+    let dir = support::tempdir::TempDir::new();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "{}server:\n  shutdownGracePeriod: 300ms\n",
+        config(
+            "http1",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]\n"
+        )
+        .replace("output: stderr", &format!("output: {}", log.display()))
+    );
+    let mut proxy = Proxy::start(&yaml, &[]);
+    let slow = |path: &str| {
+        Request::get(path)
+            .header("host", "a.example")
+            .header("x-test-delay-ms", "10000")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let mut h2 = HttpClient::http2(proxy.addr).await.unwrap();
+    let a = tokio::spawn(async move { h1.send(slow("/slow-h1")).await.map(|_| ()) });
+    let b = tokio::spawn(async move { h2.send(slow("/slow-h2")).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.sigterm();
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy exited after its grace period");
+    assert_eq!(status.code(), Some(0));
+    assert!(a.await.unwrap().is_err(), "the HTTP/1.1 request was cut");
+    assert!(b.await.unwrap().is_err(), "the HTTP/2 request was cut");
+    let text = std::fs::read_to_string(&log).expect("the access log");
+    for path in ["/slow-h1", "/slow-h2"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(path))
+            .unwrap_or_else(|| panic!("a line for {path}: {text:?}"));
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        assert_eq!(v["status"], 0, "{line}");
+        assert_eq!(v["error"], "CANCEL", "{line}");
+    }
+}

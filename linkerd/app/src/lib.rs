@@ -71,10 +71,21 @@ where
             return 1;
         }
     };
-    rt.block_on(run(args))
+    let mut access_log = None;
+    let code = rt.block_on(run(args, &mut access_log));
+    // Connections still open after the grace period, and their requests, end with the
+    // runtime: each request's access-log line is queued as its future is dropped, and
+    // written before the process exits.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(log) = access_log {
+        log.flush_blocking();
+    }
+    code
 }
 
-async fn run(args: Args) -> i32 {
+/// `access_log` receives the access log's writer once it runs, for `main_with_args` to flush
+/// after the runtime is gone.
+async fn run(args: Args, access_log: &mut Option<AccessLogWriter>) -> i32 {
     // The embedded default starts the demo backend (not for --check, which validates only).
     let mut demo = None;
     let loaded = match &args.config {
@@ -123,12 +134,12 @@ async fn run(args: Args) -> i32 {
         println!("{}", config.summary());
         return 0;
     }
-    let code = serve(config).await;
+    let code = serve(config, access_log).await;
     drop(demo);
     code
 }
 
-async fn serve(mut config: Config) -> i32 {
+async fn serve(mut config: Config, exit_log: &mut Option<AccessLogWriter>) -> i32 {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
 
@@ -156,6 +167,7 @@ async fn serve(mut config: Config) -> i32 {
             return 2;
         }
     };
+    *exit_log = Some(access_log.clone());
 
     let compiled = match routes::compile(&config) {
         Ok(c) => c,
