@@ -1282,7 +1282,8 @@ async fn a_client_reset_during_the_request_body_is_an_inbound_reset() {
 
 /// Requests still in flight when the shutdown grace period ends are cut, and each still gets
 /// its access-log line (DESIGN.md section 7: one line per request), with status 0 and
-/// `CANCEL`: HTTP/1.1 and HTTP/2. The lines were lost with the process.
+/// `CANCEL`: HTTP/1.1 and HTTP/2. The lines were lost with the process. While it drains, the
+/// proxy's `/ready` answers 503.
 #[tokio::test]
 async fn requests_cut_at_the_end_of_the_grace_period_are_logged() {
     let backend = TestServer::backend().await.unwrap();
@@ -1310,7 +1311,19 @@ async fn requests_cut_at_the_end_of_the_grace_period_are_logged() {
     let a = tokio::spawn(async move { h1.send(slow("/slow-h1")).await.map(|_| ()) });
     let b = tokio::spawn(async move { h2.send(slow("/slow-h2")).await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut admin = HttpClient::http1(proxy.admin).await.unwrap();
+    let ready = admin.get("/ready").await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "ready while serving");
     proxy.sigterm();
+    // While draining, readiness fails, so load balancers stop sending.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut admin = HttpClient::http1(proxy.admin).await.unwrap();
+    let ready = admin.get("/ready").await.unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready while draining"
+    );
     let status = proxy
         .wait_exit(Duration::from_secs(10))
         .expect("the proxy exited after its grace period");

@@ -1,4 +1,5 @@
-//! The admin server: `/metrics`, `/ready` (503 until the proxy is bound and configured),
+//! The admin server: `/metrics`, `/ready` (503 until the proxy is bound and configured, and
+//! again once it is shutting down),
 //! `/live`, and the dashboard (`/`, `/api/stats`, `/api/tap`; see [`crate::dashboard`]).
 
 use crate::dashboard::Dashboard;
@@ -25,6 +26,11 @@ impl Readiness {
     /// Marks the proxy ready.
     pub fn set_ready(&self) {
         self.0.store(true, Ordering::Release);
+    }
+
+    /// Marks the proxy not ready (it is shutting down: load balancers should stop sending).
+    pub fn set_not_ready(&self) {
+        self.0.store(false, Ordering::Release);
     }
 
     /// Whether the proxy is ready.

@@ -262,15 +262,13 @@ async fn serve(mut config: Config, exit_log: &mut Option<AccessLogWriter>) -> i3
     eprintln!("listening on {listen}; admin on {admin}");
     ready.set_ready();
     let grace = config.server.shutdown_grace_period.0;
-    server::serve(
-        listener,
-        built.service,
-        params,
-        observer,
-        shutdown_signal(),
-        grace,
-    )
-    .await;
+    let draining = ready.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        // Draining: `/ready` answers 503 so load balancers stop sending new requests.
+        draining.set_not_ready();
+    };
+    server::serve(listener, built.service, params, observer, signal, grace).await;
     built.tunnels.drain(grace).await;
     access_log.flush_blocking();
     gauges.abort();
