@@ -457,13 +457,7 @@ routes:
         "routes[0].rules[3].filters[0].requestRedirect.statusCode: redirect status 200",
         "routes[0].rules[3].filters[1]: RequestRedirect and URLRewrite cannot be combined",
     ];
-    for e in expect {
-        assert!(
-            errors.iter().any(|got| got.starts_with(e)),
-            "expected an error starting with {e:?}, got {errors:#?}"
-        );
-    }
-    assert_eq!(errors.len(), expect.len(), "no other errors: {errors:#?}");
+    assert_exactly(&errors, &expect);
 }
 
 #[test]
@@ -495,13 +489,7 @@ routes:
         // GEP-1742; not with `request: 0s` (off), as in the second rule.
         "routes[0].rules[0].timeouts.backendRequest: backendRequest (2s) cannot be longer than request (1s)",
     ];
-    for e in expect {
-        assert!(
-            errors.iter().any(|got| got.starts_with(e)),
-            "expected an error starting with {e:?}, got {errors:#?}"
-        );
-    }
-    assert_eq!(errors.len(), expect.len(), "no other errors: {errors:#?}");
+    assert_exactly(&errors, &expect);
 }
 
 #[test]
@@ -607,13 +595,7 @@ grpcRoutes:
         "routes[0].rules[2].filters[1].urlRewrite.hostname: invalid hostname \"192.168.0.1\": IP addresses",
         "grpcRoutes[0].rules[0].filters[0].type: URLRewrite is not supported in grpcRoutes",
     ];
-    for e in expect {
-        assert!(
-            errors.iter().any(|got| got.starts_with(e)),
-            "expected an error starting with {e:?}, got {errors:#?}"
-        );
-    }
-    assert_eq!(errors.len(), expect.len(), "no other errors: {errors:#?}");
+    assert_exactly(&errors, &expect);
 }
 
 #[test]
@@ -642,4 +624,15 @@ routes:
         ]
     );
     config.compile(known).expect("the mirror loads");
+}
+
+/// Asserts that `errors` are exactly one error starting with each of `expect`.
+fn assert_exactly(errors: &[String], expect: &[&str]) {
+    for e in expect {
+        assert!(
+            errors.iter().any(|got| got.starts_with(e)),
+            "expected an error starting with {e:?}, got {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "no other errors: {errors:#?}");
 }
