@@ -32,13 +32,19 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Resu
     // `Transfer-Encoding` is hop-by-hop and goes no further: a coding other than `chunked`
     // (which hyper has undone) would reach the backend still applied and undeclared, a body
     // of another meaning (RFC 9112 section 6.1: a coding the proxy does not understand).
-    let codings = req.headers().get_all(header::TRANSFER_ENCODING);
-    if codings.iter().any(|v| {
-        v.to_str().map_or(true, |v| {
-            v.split(',')
-                .any(|c| !c.trim().eq_ignore_ascii_case("chunked"))
-        })
-    }) {
+    // (HTTP/2 has no `Transfer-Encoding`: hyper refuses such a request as malformed.)
+    if is_http1(req.version())
+        && req
+            .headers()
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| {
+                v.to_str().map_or(true, |v| {
+                    v.split(',')
+                        .any(|c| !c.trim().eq_ignore_ascii_case("chunked"))
+                })
+            })
+    {
         return Err("unsupported transfer coding");
     }
     let uri = req.uri();
