@@ -157,6 +157,28 @@ async fn check_row(proxy: &Proxy, row: &Row) {
     }
 }
 
+/// Waits (up to 5 s) for `n` access-log lines (JSON on the proxy's stderr) and asserts that
+/// each names route `r` and backend `b`: a timeout answer still says where the request went.
+async fn assert_logged_route_and_backend(proxy: &Proxy, n: usize) {
+    let mut lines = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while lines.len() < n && tokio::time::Instant::now() < until {
+        lines.extend(
+            proxy
+                .stderr_lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v.get("uri").is_some()),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), n, "{lines:#?}");
+    for v in &lines {
+        assert_eq!(v["route"], "r", "{v}");
+        assert_eq!(v["backend"], "b", "the backend the request went to: {v}");
+    }
+}
+
 fn statuses(scrape: &Scrape) -> Vec<String> {
     scrape
         .samples
@@ -495,6 +517,7 @@ async fn error_request_timeout() {
         &[],
     );
     check_row(&proxy, &SLOW_REQUEST_TIMEOUT).await;
+    assert_logged_route_and_backend(&proxy, 2).await;
 }
 
 /// With a retry block, the retry layer's timer cuts the attempt at the request deadline
@@ -525,6 +548,7 @@ async fn error_request_timeout_with_retries() {
         );
         let started = tokio::time::Instant::now();
         check_row(&proxy, &SLOW_REQUEST_TIMEOUT).await;
+        assert_logged_route_and_backend(&proxy, 2).await;
         assert!(
             started.elapsed() < std::time::Duration::from_secs(4),
             "{timeouts}: answered at the deadline, not after the backend's delay"
@@ -563,6 +587,7 @@ async fn error_backend_request_timeout() {
         },
     )
     .await;
+    assert_logged_route_and_backend(&proxy, 2).await;
 }
 
 #[tokio::test]
@@ -592,6 +617,7 @@ async fn error_backend_request_timeout_after_retries() {
         },
     )
     .await;
+    assert_logged_route_and_backend(&proxy, 2).await;
     // Two requests (HTTP and gRPC), each tried 1 + 2 times.
     let scrape = proxy
         .scrape_until(|s| {
@@ -638,6 +664,7 @@ async fn error_response_headers_timeout() {
         },
     )
     .await;
+    assert_logged_route_and_backend(&proxy, 2).await;
 }
 
 #[tokio::test]
@@ -666,6 +693,7 @@ async fn error_idle_timeout() {
         },
     )
     .await;
+    assert_logged_route_and_backend(&proxy, 2).await;
 }
 
 /// Waits until the proxy reports `backend` with `ready` ready endpoints.
@@ -1340,4 +1368,78 @@ async fn requests_cut_at_the_end_of_the_grace_period_are_logged() {
         assert_eq!(v["status"], 0, "{line}");
         assert_eq!(v["error"], "CANCEL", "{line}");
     }
+}
+
+/// A client that goes away before the response headers (HTTP/2 RST_STREAM CANCEL, during a
+/// retry): the access-log line still names the route, the backend the attempt in flight went
+/// to and the attempts made, and the retries made before it are counted
+/// (`retry_requests_total`).
+#[tokio::test]
+async fn a_request_cancelled_during_a_retry_is_logged_and_counted_in_full() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - retry: { codes: [503], attempts: 5, backoff: 10ms }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    // Every attempt answers 503 after 300 ms: attempt 2 runs from about 310 ms to 610 ms.
+    let req = Request::get("/cancelled")
+        .header("x-test-status", "503")
+        .header("x-test-delay-ms", "300")
+        .body(())
+        .unwrap();
+    let (rsp, _send) = h2.send_request(req, true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(460)).await;
+    drop(rsp); // h2 resets the stream with CANCEL
+    drop(_send);
+    let mut lines = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while lines.is_empty() && tokio::time::Instant::now() < until {
+        lines.extend(
+            proxy
+                .stderr_lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["uri"].as_str().is_some_and(|u| u.ends_with("/cancelled"))),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let [line] = lines.as_slice() else {
+        panic!("one line: {lines:#?}");
+    };
+    assert_eq!(line["status"], 0, "{line}");
+    assert_eq!(line["error"], "CANCEL", "{line}");
+    assert_eq!(line["route"], "r", "{line}");
+    assert_eq!(line["backend"], "b", "{line}");
+    assert_eq!(
+        line["attempts"], 2,
+        "the first attempt and the retry in flight: {line}"
+    );
+    let retries = [("route_name", "r")];
+    let scrape = proxy
+        .scrape_until(|s| s.get("outbound_http_route_retry_requests_total", &retries) == Some(1.0))
+        .await;
+    assert_eq!(
+        scrape.get("outbound_http_route_retry_requests_total", &retries),
+        Some(1.0),
+        "the retry made before the client went away"
+    );
+    assert_eq!(
+        scrape.get(
+            STATUSES,
+            &[
+                ("route_name", "r"),
+                ("http_status", ""),
+                ("grpc_status", ""),
+                ("error", "CANCEL")
+            ]
+        ),
+        Some(1.0)
+    );
 }

@@ -16,6 +16,7 @@ use http::{Request, Response};
 use linkerd_http_access_log::{ExtractInfo, ReadRouteInfo, ResponseInfo};
 use linkerd_http_classify::{
     PackedClassifier, Protocol, ProxyError, RequestStart, ResponseClassifier, clock,
+    dropped::{self, CutShort},
 };
 use linkerd_http_metrics::Metrics;
 use linkerd_http_route::RouteMatch;
@@ -215,6 +216,9 @@ pub fn annotate_answer(error: &(dyn std::error::Error + 'static), ext: &mut http
     }
     if let Some(backend) = linkerd_http_route::BackendError::find(error) {
         ext.insert(backend.clone());
+    } else if let Some(backend) = CutShort::find(error).and_then(|n| n.backend.as_ref()) {
+        // A timeout cut the attempt: the backend it went to.
+        ext.insert(linkerd_http_route::BackendName::new(backend.clone()));
     }
     if let Some(outcome) = linkerd_http_retry::RetryOutcome::from_error(error) {
         ext.insert(outcome);
@@ -299,6 +303,16 @@ pin_project_lite::pin_project! {
         inner: F,
         route: Option<RouteMatch>,
     }
+
+    impl<F> PinnedDrop for TagFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped unfinished (the client went away): a layer observing the drop (the
+            // access log) learns the route.
+            if let Some(route) = this.project().route.take() {
+                dropped::note(|n| n.route_or(route.route_name_arc()));
+            }
+        }
+    }
 }
 
 impl<F, T> Future for TagFuture<F>
@@ -311,7 +325,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
-        Poll::Ready(out.map_err(|source| match this.route.take() {
+        let route = this.route.take();
+        Poll::Ready(out.map_err(|source| match route {
             Some(route) => Box::new(RoutedError { route, source }) as BoxError,
             None => source,
         }))

@@ -18,7 +18,10 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_access_log::{AccessLogLayer, AccessLogWriter};
-use linkerd_http_classify::{ClassifyLayer, ProxyError, StatusRanges};
+use linkerd_http_classify::{
+    ClassifyLayer, ProxyError, StatusRanges,
+    dropped::{self, CutShort},
+};
 use linkerd_http_metrics::Metrics;
 use linkerd_http_retry::{Budget, GrpcCodes, PeekTrailersBody, RetryLayer, RetryPolicy};
 use linkerd_http_route::{
@@ -490,7 +493,7 @@ where
     #[inline(always)]
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
         AttemptTimeoutFuture {
-            inner: tokio::time::timeout(self.timeout, self.inner.call(req)),
+            inner: Some(tokio::time::timeout(self.timeout, self.inner.call(req))),
         }
     }
 }
@@ -498,8 +501,9 @@ where
 pin_project_lite::pin_project! {
     /// The response future of [`AttemptTimeout`].
     struct AttemptTimeoutFuture<F> {
+        // `None` once the timeout cut the attempt (dropped then).
         #[pin]
-        inner: tokio::time::Timeout<F>,
+        inner: Option<tokio::time::Timeout<F>>,
     }
 }
 
@@ -511,11 +515,19 @@ where
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match std::task::ready!(self.project().inner.poll(cx)) {
+        let mut inner = self.project().inner;
+        let Some(timeout) = inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err(ProxyError::internal().into()));
+        };
+        match std::task::ready!(timeout.poll(cx)) {
             Ok(result) => Poll::Ready(result),
-            Err(_) => Poll::Ready(Err(ProxyError::backend_request_timeout()
-                .with_source(h2::Error::from(h2::Reason::CANCEL))
-                .into())),
+            Err(_) => {
+                // The attempt is over: dropped now, noting the backend it went to.
+                let note = dropped::observe(|| inner.set(None));
+                let error = ProxyError::backend_request_timeout()
+                    .with_source(h2::Error::from(h2::Reason::CANCEL));
+                Poll::Ready(Err(CutShort::wrap(note, error.into())))
+            }
         }
     }
 }

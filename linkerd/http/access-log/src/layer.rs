@@ -2,9 +2,10 @@ use crate::{AccessLogWriter, ClientAddr, Record};
 use bytes::Buf;
 use http::{Extensions, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use linkerd_http_classify::clock;
 use linkerd_http_classify::{
-    BoxError, FinalClass, Protocol, ProxyError, grpc_status, to_proxy_error,
+    BoxError, FinalClass, Protocol, ProxyError, clock,
+    dropped::{self, CutShort},
+    grpc_status, to_proxy_error,
 };
 use std::{
     future::Future,
@@ -74,11 +75,14 @@ impl ExtractInfo for ReadRouteInfo {
         }
     }
 
-    /// The backend from the `BackendError` in the chain (the weighted split's), attempts from
-    /// the `RetryError` (the retry layer's when its last attempt failed); no route.
+    /// The backend from the `BackendError` in the chain (the weighted split's), else from a
+    /// `CutShort` (the attempt a timeout cut noted where it went); attempts from the
+    /// `RetryError` (the retry layer's when its last attempt failed); no route.
     fn extract_error(&self, error: &(dyn std::error::Error + 'static)) -> ResponseInfo {
         ResponseInfo {
-            backend: linkerd_http_route::BackendError::find(error).map(|b| b.as_arc().clone()),
+            backend: linkerd_http_route::BackendError::find(error)
+                .map(|b| b.as_arc().clone())
+                .or_else(|| CutShort::find(error).and_then(|n| n.backend.clone())),
             attempts: linkerd_http_retry::RetryOutcome::from_error(error).map(|o| o.attempts),
             ..ResponseInfo::default()
         }
@@ -128,14 +132,23 @@ struct Pending<X> {
 pin_project_lite::pin_project! {
     /// The response future of [`AccessLog`]: writes a record on failure or cancellation.
     pub struct ResponseFuture<F, X> {
+        // `None` once dropped early (see the drop below).
         #[pin]
-        inner: F,
+        inner: Option<F>,
         pending: Option<Pending<X>>,
     }
 
     impl<F, X> PinnedDrop for ResponseFuture<F, X> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(p) = this.project().pending.take() {
+            let mut this = this.project();
+            if let Some(mut p) = this.pending.take() {
+                // The client went away before the response: the work below is dropped
+                // first, so that it says what it knew (the route, the backend, the
+                // attempts made; see `linkerd_http_classify::dropped`).
+                let note = dropped::observe(|| this.inner.set(None));
+                p.record.route = note.route;
+                p.record.backend = note.backend;
+                p.record.attempts = note.attempts.unwrap_or(1).max(1);
                 p.finish(0, Some(ProxyError::cancel().label()));
             }
         }
@@ -288,7 +301,7 @@ where
             bytes: request_bytes.clone(),
         });
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: Some(self.inner.call(req)),
             pending: Some(Pending {
                 record,
                 start,
@@ -321,7 +334,10 @@ where
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err("access-log future polled after completion".into()));
+        };
+        let result = ready!(inner.poll(cx));
         let Some(p) = this.pending.take() else {
             // Polled after completion: a contract violation by the caller, answered with an
             // error rather than a panic.

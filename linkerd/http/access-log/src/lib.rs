@@ -71,7 +71,9 @@
 //!
 //! # Cancellation
 //! Dropping the response future or the response body writes the record with `error`
-//! `CANCEL`. Logging never waits: a full queue drops the record and counts it
+//! `CANCEL`. A dropped response future drops the inner one first, observing what it knew
+//! (`linkerd_http_classify::dropped`: the route, backend and attempts the layers below
+//! note when dropped unfinished) for the record's `route`, `backend` and `attempts`. Logging never waits: a full queue drops the record and counts it
 //! ([`AccessLogWriter::dropped`]).
 //!
 //! # Cost

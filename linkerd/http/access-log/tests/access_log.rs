@@ -13,6 +13,7 @@ use linkerd_http_classify::{ClassifyLayer, ProxyError};
 use linkerd_http_test_util::{BoxError, MockBody, collect};
 use serde_json::Value;
 use std::{
+    future::Future,
     io::Write,
     net::SocketAddr,
     sync::{Arc, Mutex, mpsc},
@@ -423,6 +424,56 @@ async fn failures_cancellations_and_synthetic_answers() {
         (Value::from(200), Value::from("CANCEL")),
         "body dropped"
     );
+}
+
+/// Notes a route, backend and attempts when dropped, like the route, split and retry
+/// futures of a request in flight.
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        linkerd_http_classify::dropped::note(|n| {
+            n.route_or(&Arc::from("r"));
+            n.backend_or(&Arc::from("b"));
+            n.attempts_or(3);
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_request_logs_what_the_work_below_knew() {
+    let lines = Lines::default();
+    let writer = writer(&lines, 64);
+    let mut svc = ServiceBuilder::new()
+        .layer(AccessLogLayer::new(writer.clone()))
+        .service(service_fn(|_: Request<_>| {
+            let guard = InFlight;
+            async move {
+                std::future::pending::<()>().await;
+                drop(guard);
+                Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+            }
+        }));
+    let req = Request::get("/gone")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let mut fut = Box::pin(tower::Service::call(svc.ready().await.expect("ready"), req));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        fut.as_mut().poll(&mut cx).is_pending(),
+        "the inner future waits"
+    );
+    drop(fut);
+    flush(&writer);
+    let records = lines.json();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let v = &records[0];
+    check_shape(v);
+    assert_eq!(v["status"], 0);
+    assert_eq!(v["error"], "CANCEL");
+    assert_eq!(v["route"], "r", "{v}");
+    assert_eq!(v["backend"], "b", "{v}");
+    assert_eq!(v["attempts"], 3, "{v}");
 }
 
 /// An output that, at its first write, reports that it is blocked and then blocks until

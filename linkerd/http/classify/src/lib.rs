@@ -58,11 +58,13 @@
 //! `poll_ready` is forwarded.
 //!
 //! # Cancellation
-//! Dropping the response body before its end records a `CANCEL` class.
+//! Dropping the response body before its end records a `CANCEL` class. Layers that drop
+//! unfinished work learn what it knew through [`dropped`].
 
 mod body;
 mod class;
 pub mod clock;
+pub mod dropped;
 mod error;
 mod grpc;
 mod layer;

@@ -88,8 +88,9 @@ pin_project_lite::pin_project! {
         L: Hash,
         L: Eq,
     {
+        // `None` once dropped early (see the drop below).
         #[pin]
-        inner: F,
+        inner: Option<F>,
         done: Option<Done<L, X>>,
         protocol: Protocol,
         classify: PackedClassifier,
@@ -102,10 +103,18 @@ pin_project_lite::pin_project! {
         L: Eq,
     {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(d) = this.project().done.take() {
-                // The client went away before a response: nothing was sent.
+            let mut this = this.project();
+            if let Some(d) = this.done.take() {
+                // The client went away before a response: nothing was sent. The work
+                // below is dropped first, so that a retry layer in it says how many
+                // attempts it made (the retries are counted).
+                let note = linkerd_http_classify::dropped::observe(|| this.inner.set(None));
+                let retry = note.attempts.map(|attempts| RetrySummary {
+                    attempts,
+                    stopped: None,
+                });
                 let class = Class::failed(None, None, linkerd_http_classify::ProxyErrorKind::Cancel);
-                d.finish(&class, None);
+                d.finish(&class, retry);
             }
         }
     }
@@ -267,7 +276,7 @@ where
         }
         .unwrap_or_else(clock::now);
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: Some(self.inner.call(req)),
             done: Some(Done {
                 recorder: self.recorder.clone(),
                 extract: self.extract.clone(),
@@ -294,7 +303,10 @@ where
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err("metrics future polled after completion".into()));
+        };
+        let result = ready!(inner.poll(cx));
         let Some(done) = this.done.take() else {
             return Poll::Ready(Err("metrics future polled after completion".into()));
         };

@@ -546,3 +546,62 @@ async fn dropped_access_log_lines_are_scraped() {
         "every lost line is counted"
     );
 }
+
+/// Notes 3 attempts when dropped, as a retry layer's future does when the client goes away
+/// during its third attempt.
+struct ThirdAttempt;
+
+impl Drop for ThirdAttempt {
+    fn drop(&mut self) {
+        linkerd_http_classify::dropped::note(|n| n.attempts_or(3));
+    }
+}
+
+#[tokio::test]
+async fn retries_before_a_cancel_are_counted() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let admin = MetricsService::new(Arc::new(registry));
+    let mut svc = ServiceBuilder::new()
+        .layer(metrics.http.route_layer("web"))
+        .service(service_fn(|_: Request<Full<Bytes>>| {
+            let guard = ThirdAttempt;
+            async move {
+                std::future::pending::<()>().await;
+                drop(guard);
+                Ok::<_, BoxError>(Response::new(Full::<Bytes>::default()))
+            }
+        }));
+    let mut fut = Box::pin(
+        svc.ready()
+            .await
+            .expect("ready")
+            .call(Request::new(Full::default())),
+    );
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(std::future::Future::poll(fut.as_mut(), &mut cx).is_pending());
+    drop(fut);
+    let s = scrape(&admin).await;
+    let route = [("route_name", "web")];
+    assert_eq!(
+        s.get("outbound_http_route_retry_requests_total", &route),
+        Some(2.0),
+        "the two retries made before the client went away"
+    );
+    assert_eq!(
+        s.get(
+            "outbound_http_route_request_statuses_total",
+            &[
+                ("route_name", "web"),
+                ("http_status", ""),
+                ("grpc_status", ""),
+                ("error", "CANCEL")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get("outbound_http_route_retry_limit_exceeded_total", &route),
+        Some(0.0)
+    );
+}

@@ -4,8 +4,11 @@ use crate::{
 };
 use http::{Extensions, HeaderValue, Request, Response, Version, response};
 use http_body::Body;
-use linkerd_http_classify::clock;
-use linkerd_http_classify::{BoxError, Deadline, grpc_status};
+use linkerd_http_classify::{
+    BoxError, Deadline, clock,
+    dropped::{self, CutShort, DropNote},
+    grpc_status,
+};
 use pin_project_lite::pin_project;
 use std::{
     fmt,
@@ -35,6 +38,24 @@ pin_project! {
         // The last retryable result, kept during backoff in case no retry can start; boxed,
         // as only retried requests need it and it would triple the future's size.
         last: Option<Box<Result<Response<PeekTrailersBody<RspB>>, BoxError>>>,
+    }
+
+    impl<S, P, B, RspB> PinnedDrop for ResponseFuture<S, P, B, RspB>
+    where
+        S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
+        RspB: Body,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Dropped unfinished (a client gone, a timer above): a layer observing the drop
+            // learns the attempts made so far (the retries are counted).
+            if !matches!(*this.state, State::Done)
+                && let Some(retry) = this.retry.as_ref()
+            {
+                let attempts = retry.attempts;
+                dropped::note(|n| n.attempts_or(attempts));
+            }
+        }
     }
 }
 
@@ -161,6 +182,9 @@ where
         // Each turn moves to a later state or returns, and a new attempt starts only after
         // a backoff timer fired or the attempt limit was checked, so this ends.
         loop {
+            // What the attempt a timer cut knew (its backend): kept on the error if it is
+            // the answer.
+            let mut cut = None;
             let step = match this.state.as_mut().project() {
                 StateProj::Called { future } => {
                     let result = match future.poll(cx) {
@@ -168,11 +192,14 @@ where
                         Poll::Pending => match this.timer.as_mut() {
                             Some(timer) => {
                                 ready!(timer.as_mut().poll(cx));
-                                match this.retry.as_ref() {
-                                    Some(retry) => Err(retry.timer_error(timer)),
+                                let error = match this.retry.as_ref() {
+                                    Some(retry) => retry.timer_error(timer),
                                     // Without a policy the only timer is the deadline's.
-                                    None => Err(Box::new(DeadlineExceeded::new()) as BoxError),
-                                }
+                                    None => Box::new(DeadlineExceeded::new()) as BoxError,
+                                };
+                                // The attempt is over: dropped now, noting where it went.
+                                cut = Some(dropped::observe(|| this.state.set(State::Done)));
+                                Err(error)
                             }
                             None => return Poll::Pending,
                         },
@@ -180,6 +207,7 @@ where
                     *this.timer = None;
                     let Some(retry) = this.retry.as_mut() else {
                         this.state.set(State::Done);
+                        let result = result.map_err(|e| with_note(cut, e));
                         return Poll::Ready(result.map(|r| r.map(PeekTrailersBody::passthrough)));
                     };
                     match result {
@@ -284,6 +312,7 @@ where
             match step {
                 Step::Finish(result, stopped) => {
                     this.state.set(State::Done);
+                    let result = result.map_err(|e| with_note(cut, e));
                     return Poll::Ready(finish(this.retry.as_ref(), result, stopped));
                 }
                 Step::Backoff(result, delay) => {
@@ -327,6 +356,14 @@ fn attempt_timer(per_try: Option<Duration>, deadline: Option<Instant>) -> Option
         (end, deadline) => end.or(deadline)?,
     };
     Some(Box::pin(tokio::time::sleep_until(at)))
+}
+
+/// `error`, with what the attempt it cut noted when dropped (see [`dropped::observe`]).
+fn with_note(cut: Option<DropNote>, error: BoxError) -> BoxError {
+    match cut {
+        Some(note) => CutShort::wrap(note, error),
+        None => error,
+    }
 }
 
 /// Records the outcome on the response, or wraps the error with it.

@@ -6,7 +6,9 @@ use http_body::Body as _;
 use http_body_util::Full;
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_classify::{
-    BoxError, Deadline, ProxyError, ProxyErrorKind, StatusRanges, is_timeout, to_proxy_error,
+    BoxError, Deadline, ProxyError, ProxyErrorKind, StatusRanges,
+    dropped::{self, CutShort},
+    is_timeout, to_proxy_error,
 };
 use linkerd_http_retry::{
     Attempt, Budget, GrpcCodes, PeekTrailersBody, ReplayBody, Retry, RetryLayer, RetryOutcome,
@@ -656,6 +658,103 @@ async fn a_retry_in_flight_is_cut_at_the_deadline() {
     assert_eq!(Instant::now() - start, Duration::from_millis(1500));
     assert_deadline_error(&err, 2);
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+/// Notes `backend` when dropped, like the route crate's split does for an attempt in flight.
+struct NotesBackend(Arc<str>);
+
+impl Drop for NotesBackend {
+    fn drop(&mut self) {
+        dropped::note(|n| n.backend_or(&self.0));
+    }
+}
+
+/// A service whose attempts never answer and note backend `b{attempt}` when dropped.
+fn hanging_noting() -> (impl Inner, Log) {
+    scripted(|n| {
+        let guard = NotesBackend(Arc::from(format!("b{n}")));
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            drop(guard);
+            status(200).await
+        })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_cut_keeps_what_the_attempt_knew() {
+    // The deadline cuts the second attempt: its backend is on the error; the first
+    // attempt's (cut by its per-try timeout and retried) is not.
+    let (svc, _) = hanging_noting();
+    let mut p = policy(&[], 3);
+    p.per_try_timeout = Some(Duration::from_secs(1));
+    let mut req = request(MockBody::new(), Some(p));
+    req.extensions_mut()
+        .insert(Deadline(Instant::now() + Duration::from_millis(1500)));
+    let err = Retry::new(svc).oneshot(req).await.expect_err("cut");
+    assert_deadline_error(&err, 2);
+    let note = CutShort::find(&*err).expect("the cut attempt's note");
+    assert_eq!(note.backend.as_deref(), Some("b2"), "{note:?}");
+
+    // The same without a policy, and for a per-try timeout with no retries left.
+    let (svc, _) = hanging_noting();
+    let mut req = request(MockBody::new(), None);
+    req.extensions_mut()
+        .insert(Deadline(Instant::now() + Duration::from_secs(1)));
+    let err = Retry::new(svc).oneshot(req).await.expect_err("cut");
+    assert!(linkerd_http_retry::DeadlineExceeded::is_in(&*err), "{err}");
+    let note = CutShort::find(&*err).expect("the cut request's note");
+    assert_eq!(note.backend.as_deref(), Some("b1"));
+
+    let (svc, _) = hanging_noting();
+    let mut p = policy(&[], 1);
+    p.per_try_timeout = Some(Duration::from_millis(500));
+    let err = Retry::new(svc)
+        .oneshot(request(MockBody::new(), Some(p)))
+        .await
+        .expect_err("both attempts time out");
+    assert_eq!(
+        to_proxy_error(&*err).kind(),
+        ProxyErrorKind::BackendRequestTimeout
+    );
+    let note = CutShort::find(&*err).expect("the last attempt's note");
+    assert_eq!(note.backend.as_deref(), Some("b2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_retry_notes_its_attempts() {
+    // Attempt 1 answers 503, attempt 2 hangs: dropped then, the future notes 2 attempts.
+    let (svc, seen) = scripted(|n| {
+        if n == 1 {
+            status(503)
+        } else {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                status(200).await
+            })
+        }
+    });
+    let mut p = policy(&[503], 3);
+    p.backoff =
+        ExponentialBackoff::try_new(Duration::from_millis(10), Duration::from_millis(10), 0.0)
+            .unwrap();
+    let mut future = Some(Box::pin(
+        Retry::new(svc).oneshot(request(MockBody::new(), Some(p))),
+    ));
+    let polled = tokio::time::timeout(Duration::from_secs(1), future.as_mut().unwrap()).await;
+    assert!(polled.is_err(), "the second attempt hangs");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let note = dropped::observe(|| future = None);
+    assert_eq!(note.attempts, Some(2), "{note:?}");
+
+    // A finished future notes nothing.
+    let (svc, _) = scripted(|_| status(200));
+    let rsp = Retry::new(svc)
+        .oneshot(request(MockBody::new(), Some(policy(&[503], 3))))
+        .await
+        .unwrap();
+    let note = dropped::observe(|| drop(rsp));
+    assert!(note.is_empty(), "{note:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -63,6 +63,19 @@ pin_project! {
         call: Oneshot<S, R>,
         backend: Option<BackendName>,
     }
+
+    impl<S, R> PinnedDrop for SplitFuture<S, R>
+    where
+        S: Service<R>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the backend answered (a timeout, a client gone): a layer
+            // observing the drop learns where the request went.
+            if let Some(name) = this.project().backend.take() {
+                linkerd_http_classify::dropped::note(|n| n.backend_or(name.as_arc()));
+            }
+        }
+    }
 }
 
 impl<S> WeightedSplit<S> {
@@ -255,5 +268,34 @@ mod tests {
         assert_eq!(error.to_string(), "refused", "displays the backend's error");
         let source = std::error::Error::source(&*error).expect("the backend's error");
         assert_eq!(source.to_string(), "refused");
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_pick_notes_its_backend_when_dropped() {
+        use linkerd_http_classify::dropped;
+        let never = tower::service_fn(|_: Request<()>| {
+            std::future::pending::<Result<Response<()>, BoxError>>()
+        });
+        let answers =
+            tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) });
+        let mut pending = WeightedSplit::new(
+            vec![(BackendName::new("slow"), 1, never)],
+            SharedRng::seeded(1),
+        )
+        .expect("a backend");
+        let mut future = Some(pending.call(Request::new(())));
+        let note = dropped::observe(|| future = None);
+        assert_eq!(note.backend.as_deref(), Some("slow"));
+
+        let mut split = WeightedSplit::new(
+            vec![(BackendName::new("fast"), 1, answers)],
+            SharedRng::seeded(1),
+        )
+        .expect("a backend");
+        let mut future = Box::pin(split.call(Request::new(())));
+        let rsp = future.as_mut().await.expect("answered");
+        assert!(rsp.extensions().get::<BackendName>().is_some());
+        let note = dropped::observe(|| drop(future));
+        assert!(note.is_empty(), "a finished pick notes nothing: {note:?}");
     }
 }

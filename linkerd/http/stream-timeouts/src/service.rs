@@ -1,9 +1,9 @@
 use crate::{RequestBody, ResponseBody, StreamTimeouts, timer::Deadlines};
 use http::{HeaderMap, HeaderValue, Request, Response};
-use linkerd_http_classify::clock;
 use linkerd_http_classify::{
-    BoxError, Deadline, ProxyErrorKind, encode_grpc_timeout, find_proxy_error, is_grpc,
-    parse_grpc_timeout,
+    BoxError, Deadline, ProxyErrorKind, clock,
+    dropped::{self, CutShort},
+    encode_grpc_timeout, find_proxy_error, is_grpc, parse_grpc_timeout,
 };
 use pin_project_lite::pin_project;
 use std::{
@@ -44,8 +44,9 @@ pin_project! {
     /// `response_headers`, `response_end` and `idle` until the response headers arrive.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
+        // `None` once a timer here cut the request (the inner future is dropped then).
         #[pin]
-        inner: F,
+        inner: Option<F>,
         sleep: Option<Pin<Box<Sleep>>>,
         deadlines: Option<Deadlines>,
         // Until the headers, the inner service fails the request at its deadline: no timer
@@ -178,7 +179,7 @@ where
         let inner_deadline = self.inner_enforces_deadline && shared.is_none();
         let req = req.map(|body| RequestBody::new(body, shared));
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: Some(self.inner.call(req)),
             sleep: None,
             deadlines,
             inner_deadline,
@@ -198,9 +199,12 @@ where
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err("stream-timeouts future polled after completion".into()));
+        };
         // A response that is ready wins over a timer that fires in the same turn.
-        if let Poll::Ready(res) = this.inner.poll(cx) {
+        if let Poll::Ready(res) = inner.poll(cx) {
             let rsp = match res {
                 Ok(rsp) => rsp,
                 Err(error) if *this.inner_deadline => {
@@ -228,7 +232,10 @@ where
         if let Some(deadlines) = this.deadlines.as_ref().filter(|_| !*this.inner_deadline)
             && let Poll::Ready(expired) = deadlines.poll_expired(this.sleep, cx, false)
         {
-            return Poll::Ready(Err(expired.into_error()));
+            // The request is over: the work below is dropped now, noting what it knew
+            // (the backend it went to) for the answer's error.
+            let note = dropped::observe(|| this.inner.set(None));
+            return Poll::Ready(Err(CutShort::wrap(note, expired.into_error())));
         }
         Poll::Pending
     }

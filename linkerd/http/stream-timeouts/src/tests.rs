@@ -888,3 +888,35 @@ fn errors_are_found_behind_wrappers() {
         "CANCEL survives io::Error"
     );
 }
+
+/// Notes backend `b` when dropped, like the route crate's split with an attempt in flight.
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        linkerd_http_classify::dropped::note(|n| n.backend_or(&std::sync::Arc::from("b")));
+    }
+}
+
+/// A timer here that cuts the request drops the work below at once, and the error keeps
+/// what that work noted (the backend the access log names).
+#[tokio::test(start_paused = true)]
+async fn a_cut_request_keeps_what_the_work_below_knew() {
+    use linkerd_http_classify::dropped::CutShort;
+    for timeouts in [
+        StreamTimeouts::new().with_lifetime(Some(secs(1))),
+        StreamTimeouts::new().with_response_headers(Some(secs(1))),
+    ] {
+        let err = call(timeouts, get(), |_: Req| async move {
+            let guard = InFlight;
+            sleep(secs(20)).await;
+            drop(guard);
+            ok(MockBody::new())
+        })
+        .await
+        .expect_err("cut before the headers");
+        let note = CutShort::find(&*err).expect("the note of the dropped work");
+        assert_eq!(note.backend.as_deref(), Some("b"), "{timeouts:?}");
+        assert!(is_timeout(&*err), "still a timeout: {err}");
+    }
+}
