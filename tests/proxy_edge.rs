@@ -179,11 +179,30 @@ async fn assert_logged_route_and_backend(proxy: &Proxy, n: usize) {
     }
 }
 
+/// Asserts that backend `b`'s attempts that `label`'s timeout cut are counted with that
+/// label in `backend_response_statuses_total` (the proxy's timer cut them: no `CANCEL`).
+async fn assert_backend_attempts_labelled(proxy: &Proxy, label: &str, attempts: f64) {
+    const BACKEND_STATUSES: &str = "outbound_http_route_backend_response_statuses_total";
+    const GRPC_BACKEND_STATUSES: &str = "outbound_grpc_route_backend_response_statuses_total";
+    let labels = [("backend_name", "b"), ("http_status", ""), ("error", label)];
+    let count =
+        |s: &Scrape| s.sum(BACKEND_STATUSES, &labels) + s.sum(GRPC_BACKEND_STATUSES, &labels);
+    let scrape = proxy.scrape_until(|s| count(s) >= attempts).await;
+    assert_eq!(count(&scrape), attempts, "{:#?}", statuses(&scrape));
+    let cancel = [("backend_name", "b"), ("error", "CANCEL")];
+    assert_eq!(
+        scrape.sum(BACKEND_STATUSES, &cancel) + scrape.sum(GRPC_BACKEND_STATUSES, &cancel),
+        0.0,
+        "no client went away: {:#?}",
+        statuses(&scrape)
+    );
+}
+
 fn statuses(scrape: &Scrape) -> Vec<String> {
     scrape
         .samples
         .iter()
-        .filter(|s| s.name.ends_with("request_statuses_total"))
+        .filter(|s| s.name.ends_with("statuses_total"))
         .map(|s| format!("{} {:?} {}", s.name, s.labels, s.value))
         .collect()
 }
@@ -518,6 +537,7 @@ async fn error_request_timeout() {
     );
     check_row(&proxy, &SLOW_REQUEST_TIMEOUT).await;
     assert_logged_route_and_backend(&proxy, 2).await;
+    assert_backend_attempts_labelled(&proxy, "REQUEST_TIMEOUT", 2.0).await;
 }
 
 /// With a retry block, the retry layer's timer cuts the attempt at the request deadline
@@ -588,6 +608,7 @@ async fn error_backend_request_timeout() {
     )
     .await;
     assert_logged_route_and_backend(&proxy, 2).await;
+    assert_backend_attempts_labelled(&proxy, "BACKEND_REQUEST_TIMEOUT", 2.0).await;
 }
 
 #[tokio::test]
@@ -618,6 +639,7 @@ async fn error_backend_request_timeout_after_retries() {
     )
     .await;
     assert_logged_route_and_backend(&proxy, 2).await;
+    assert_backend_attempts_labelled(&proxy, "BACKEND_REQUEST_TIMEOUT", 6.0).await;
     // Two requests (HTTP and gRPC), each tried 1 + 2 times.
     let scrape = proxy
         .scrape_until(|s| {
@@ -665,6 +687,7 @@ async fn error_response_headers_timeout() {
     )
     .await;
     assert_logged_route_and_backend(&proxy, 2).await;
+    assert_backend_attempts_labelled(&proxy, "RESPONSE_HEADERS_TIMEOUT", 2.0).await;
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_access_log::{AccessLogLayer, AccessLogWriter};
 use linkerd_http_classify::{
-    ClassifyLayer, ProxyError, StatusRanges,
+    ClassifyLayer, ProxyError, ProxyErrorKind, StatusRanges,
     dropped::{self, CutShort},
 };
 use linkerd_http_metrics::Metrics;
@@ -523,7 +523,9 @@ where
             Ok(result) => Poll::Ready(result),
             Err(_) => {
                 // The attempt is over: dropped now, noting the backend it went to.
-                let note = dropped::observe(|| inner.set(None));
+                let note = dropped::observe_cut(ProxyErrorKind::BackendRequestTimeout, || {
+                    inner.set(None);
+                });
                 let error = ProxyError::backend_request_timeout()
                     .with_source(h2::Error::from(h2::Reason::CANCEL));
                 Poll::Ready(Err(CutShort::wrap(note, error.into())))

@@ -29,7 +29,7 @@
 //! assert_eq!(dropped::observe(|| ()), DropNote::default());
 //! ```
 
-use crate::BoxError;
+use crate::{BoxError, ProxyErrorKind};
 use std::{cell::RefCell, error::Error, fmt, sync::Arc};
 
 /// What dropped futures noted during an [`observe`]: each field is set by the outermost
@@ -80,8 +80,15 @@ impl DropNote {
     }
 }
 
+/// An observation in progress.
+#[derive(Default)]
+struct Observation {
+    note: DropNote,
+    cause: Option<ProxyErrorKind>,
+}
+
 thread_local! {
-    static OBSERVING: RefCell<Option<DropNote>> = const { RefCell::new(None) };
+    static OBSERVING: RefCell<Option<Observation>> = const { RefCell::new(None) };
 }
 
 /// Runs `drop` (code that drops unfinished futures) and returns what they noted.
@@ -89,8 +96,19 @@ thread_local! {
 /// Observations nest: what an inner one gathers is returned to it and also reaches the
 /// outer one (a layer that looks at what it dropped does not hide it from a layer above).
 pub fn observe(drop: impl FnOnce()) -> DropNote {
+    observe_with(None, drop)
+}
+
+/// Like [`observe`], for a drop made because of `cause` (a timeout's kind), which the
+/// dropped futures can read with [`cause`] (a backend's metrics label the attempt with it
+/// rather than as a cancellation).
+pub fn observe_cut(cause: ProxyErrorKind, drop: impl FnOnce()) -> DropNote {
+    observe_with(Some(cause), drop)
+}
+
+fn observe_with(cause: Option<ProxyErrorKind>, drop: impl FnOnce()) -> DropNote {
     /// Puts the outer observation back, also when `drop` panics.
-    struct Restore(Option<Option<DropNote>>);
+    struct Restore(Option<Option<Observation>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             if let Some(outer) = self.0.take() {
@@ -105,9 +123,14 @@ pub fn observe(drop: impl FnOnce()) -> DropNote {
 
     let outer = OBSERVING
         .try_with(|cell| {
-            cell.try_borrow_mut()
-                .ok()
-                .map(|mut s| s.replace(DropNote::default()))
+            cell.try_borrow_mut().ok().map(|mut slot| {
+                // An inner observation without a cause of its own keeps the outer one's.
+                let cause = cause.or_else(|| slot.as_ref().and_then(|o| o.cause));
+                slot.replace(Observation {
+                    note: DropNote::default(),
+                    cause,
+                })
+            })
         })
         .ok()
         .flatten();
@@ -122,9 +145,9 @@ pub fn observe(drop: impl FnOnce()) -> DropNote {
     OBSERVING
         .try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut slot) => {
-                let gathered = slot.take().unwrap_or_default();
+                let gathered = slot.take().map(|o| o.note).unwrap_or_default();
                 *slot = outer.map(|mut o| {
-                    o.merge(gathered.clone());
+                    o.note.merge(gathered.clone());
                     o
                 });
                 gathered
@@ -141,11 +164,25 @@ pub fn observe(drop: impl FnOnce()) -> DropNote {
 pub fn note(f: impl FnOnce(&mut DropNote)) {
     let _ = OBSERVING.try_with(|cell| {
         if let Ok(mut slot) = cell.try_borrow_mut()
-            && let Some(note) = slot.as_mut()
+            && let Some(o) = slot.as_mut()
         {
-            f(note);
+            f(&mut o.note);
         }
     });
+}
+
+/// Why the work being dropped now is dropped, when the layer dropping it said so
+/// ([`observe_cut`]); `None` for a plain [`observe`] (a client that went away) or outside an
+/// observation.
+pub fn cause() -> Option<ProxyErrorKind> {
+    OBSERVING
+        .try_with(|cell| {
+            cell.try_borrow()
+                .ok()
+                .and_then(|slot| slot.as_ref().and_then(|o| o.cause))
+        })
+        .ok()
+        .flatten()
 }
 
 /// An error that cut work short, with what the dropped work noted (see [`observe`]).
@@ -258,6 +295,26 @@ mod tests {
             drop(backend("after"));
         });
         assert_eq!(outer.backend.as_deref(), Some("after"));
+    }
+
+    #[test]
+    fn a_cut_tells_its_cause_to_nested_observations() {
+        struct ReadsCause(std::rc::Rc<std::cell::Cell<Option<ProxyErrorKind>>>);
+        impl Drop for ReadsCause {
+            fn drop(&mut self) {
+                // A layer below observes its own drop, without a cause of its own.
+                let seen = self.0.clone();
+                observe(|| seen.set(cause()));
+            }
+        }
+        let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+        observe_cut(ProxyErrorKind::BackendRequestTimeout, || {
+            drop(ReadsCause(seen.clone()));
+        });
+        assert_eq!(seen.get(), Some(ProxyErrorKind::BackendRequestTimeout));
+        observe(|| drop(ReadsCause(seen.clone())));
+        assert_eq!(seen.get(), None, "a client gone is no timeout");
+        assert_eq!(cause(), None, "none outside an observation");
     }
 
     #[test]

@@ -113,7 +113,11 @@ pin_project_lite::pin_project! {
                     attempts,
                     stopped: None,
                 });
-                let class = Class::failed(None, None, linkerd_http_classify::ProxyErrorKind::Cancel);
+                // Dropped by a timeout above (a backend's attempt cut by its timer): labelled
+                // with the timeout, not as a client gone.
+                let kind = linkerd_http_classify::dropped::cause()
+                    .unwrap_or(linkerd_http_classify::ProxyErrorKind::Cancel);
+                let class = Class::failed(None, None, kind);
                 d.finish(&class, retry);
             }
         }
@@ -402,7 +406,9 @@ impl<L: Clone + Hash + Eq, X> Done<L, X> {
         if let (Some(c), Some(retry)) = (&r.retries, retry) {
             let retries = retry.attempts.saturating_sub(1);
             c.requests.inc_by(u64::from(retries));
-            if retries > 0 && class.is_success() {
+            // A request whose retries ran out (or were refused) on a retryable answer is no
+            // success, whatever that answer's class (a 429 in `codes` classifies as one).
+            if retries > 0 && class.is_success() && retry.stopped.is_none() {
                 c.successes.inc();
             }
             match retry.stopped {

@@ -605,3 +605,52 @@ async fn retries_before_a_cancel_are_counted() {
         Some(0.0)
     );
 }
+
+#[tokio::test]
+async fn retries_that_ran_out_are_no_success_whatever_the_status() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let admin = MetricsService::new(Arc::new(registry));
+    // A 429 in `codes` is retried; it classifies as a success (not 5xx), but the retries
+    // ran out on it.
+    let svc = ServiceBuilder::new()
+        .layer(metrics.http.route_layer("web"))
+        .service(service_fn(|req: Request<Full<Bytes>>| async move {
+            let (status, stopped) = match req.uri().path() {
+                "/ran-out" => (429, Some(RetryStop::LimitExceeded)),
+                _ => (200, None),
+            };
+            let mut rsp = Response::builder()
+                .status(status)
+                .body(Full::<Bytes>::default())
+                .map_err(BoxError::from)?;
+            rsp.extensions_mut().insert(RetryOutcome {
+                attempts: 3,
+                stopped,
+            });
+            Ok::<_, BoxError>(rsp)
+        }));
+    for path in ["/ran-out", "/retried-to-success"] {
+        let rsp = svc
+            .clone()
+            .oneshot(Request::get(path).body(Full::default()).unwrap())
+            .await
+            .expect("response");
+        rsp.into_body().collect().await.expect("body");
+    }
+    let s = scrape(&admin).await;
+    let route = [("route_name", "web")];
+    assert_eq!(
+        s.get("outbound_http_route_retry_successes_total", &route),
+        Some(1.0),
+        "only the request retried to a success"
+    );
+    assert_eq!(
+        s.get("outbound_http_route_retry_limit_exceeded_total", &route),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get("outbound_http_route_retry_requests_total", &route),
+        Some(4.0)
+    );
+}

@@ -7,7 +7,7 @@ use http_body::Body;
 use linkerd_http_classify::{
     BoxError, Deadline, clock,
     dropped::{self, CutShort, DropNote},
-    grpc_status,
+    grpc_status, to_proxy_error,
 };
 use pin_project_lite::pin_project;
 use std::{
@@ -197,8 +197,12 @@ where
                                     // Without a policy the only timer is the deadline's.
                                     None => Box::new(DeadlineExceeded::new()) as BoxError,
                                 };
-                                // The attempt is over: dropped now, noting where it went.
-                                cut = Some(dropped::observe(|| this.state.set(State::Done)));
+                                // The attempt is over: dropped now, noting where it went
+                                // (and telling it why: its backend's metrics say so).
+                                let kind = to_proxy_error(&*error).kind();
+                                cut = Some(dropped::observe_cut(kind, || {
+                                    this.state.set(State::Done);
+                                }));
                                 Err(error)
                             }
                             None => return Poll::Pending,

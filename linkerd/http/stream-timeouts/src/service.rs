@@ -3,7 +3,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use linkerd_http_classify::{
     BoxError, Deadline, ProxyErrorKind, clock,
     dropped::{self, CutShort},
-    encode_grpc_timeout, find_proxy_error, is_grpc, parse_grpc_timeout,
+    encode_grpc_timeout, find_proxy_error, is_grpc, parse_grpc_timeout, to_proxy_error,
 };
 use pin_project_lite::pin_project;
 use std::{
@@ -234,8 +234,10 @@ where
         {
             // The request is over: the work below is dropped now, noting what it knew
             // (the backend it went to) for the answer's error.
-            let note = dropped::observe(|| this.inner.set(None));
-            return Poll::Ready(Err(CutShort::wrap(note, expired.into_error())));
+            let error = expired.into_error();
+            let kind = to_proxy_error(&*error).kind();
+            let note = dropped::observe_cut(kind, || this.inner.set(None));
+            return Poll::Ready(Err(CutShort::wrap(note, error)));
         }
         Poll::Pending
     }
