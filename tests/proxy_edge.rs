@@ -660,6 +660,83 @@ async fn error_backend_request_timeout_after_retries() {
     assert_eq!(backend.request_count(), 6, "three attempts per request");
 }
 
+/// `timeouts.backendRequest` bounds each attempt to the end of its response body, as the
+/// Gateway API says ("to when the full response has been received from the backend"), with
+/// and without a retry block: a body still coming past it is cut (HTTP/2: RST_STREAM CANCEL;
+/// HTTP/1.1: the connection closes before the last chunk), labelled
+/// `BACKEND_REQUEST_TIMEOUT` after the status sent. A body that ends in time is whole.
+#[tokio::test]
+async fn backend_request_timeout_bounds_the_response_body() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - matches: [{ path: { type: PathPrefix, value: /plain } }]
+        timeouts: { backendRequest: 300ms }
+        backendRefs: [{ name: b }]
+      - matches: [{ path: { type: PathPrefix, value: /retried } }]
+        timeouts: { backendRequest: 300ms }
+        retry: { codes: [503], attempts: 2 }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    for path in ["/plain", "/retried"] {
+        // Chunks at 0.2 s, 0.4 s and 0.6 s: cut at 0.3 s, after the first.
+        let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+        let req = Request::get(path)
+            .header("x-test-drip", "3,10,200")
+            .body(Bytes::new())
+            .unwrap();
+        let rsp = h2.request(req).await.expect("headers");
+        assert_eq!(rsp.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            rsp.reset_reason(),
+            Some(h2::Reason::CANCEL),
+            "{path}: {rsp:?}"
+        );
+        assert_eq!(rsp.data.len(), 10, "{path}: the chunk sent in time");
+
+        let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+        let req = Request::get(path)
+            .header("x-test-drip", "3,10,200")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let rsp = h1.send(req).await.expect("headers");
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert!(
+            collect(rsp.into_body()).await.is_err(),
+            "{path}: the HTTP/1.1 body ends in an error, not a clean end"
+        );
+
+        // In time: whole.
+        let req = Request::get(path)
+            .header("x-test-drip", "2,10,50")
+            .body(Bytes::new())
+            .unwrap();
+        let rsp = h2.request(req).await.expect("headers");
+        assert!(rsp.body_error.is_none(), "{path}: {rsp:?}");
+        assert_eq!(rsp.data.len(), 20, "{path}");
+    }
+    let cut = [
+        ("route_name", "r"),
+        ("http_status", "200"),
+        ("grpc_status", ""),
+        ("error", "BACKEND_REQUEST_TIMEOUT"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.get(STATUSES, &cut) == Some(4.0))
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &cut),
+        Some(4.0),
+        "{:#?}",
+        statuses(&scrape)
+    );
+}
+
 #[tokio::test]
 async fn error_response_headers_timeout() {
     let backend = TestServer::backend().await.unwrap();

@@ -4,6 +4,7 @@
 //! CLI are described in DESIGN.md section 4 and in the README.
 
 pub mod admin;
+mod attempt;
 pub mod backend;
 pub mod cli;
 pub mod config;

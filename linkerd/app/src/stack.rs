@@ -5,6 +5,7 @@
 //! backend: backend metrics -> HTTP/2 reset mapping (`http2` backends only: an HTTP/1 backend
 //! has no streams to reset) -> backend (load shed -> queue -> fail-fast -> p2c -> endpoints).
 
+use crate::attempt::AttemptTimeout;
 use crate::server::InboundBody;
 use crate::{
     BoxBody, BoxError,
@@ -18,10 +19,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_access_log::{AccessLogLayer, AccessLogWriter};
-use linkerd_http_classify::{
-    ClassifyLayer, ProxyError, ProxyErrorKind, StatusRanges,
-    dropped::{self, CutShort},
-};
+use linkerd_http_classify::{ClassifyLayer, ProxyError, StatusRanges};
 use linkerd_http_metrics::Metrics;
 use linkerd_http_retry::{Budget, GrpcCodes, PeekTrailersBody, RetryLayer, RetryPolicy};
 use linkerd_http_route::{
@@ -345,12 +343,15 @@ fn rule_stack(
         .as_ref()
         .map(|r| retry_policy(r, backend_request));
 
-    let attempt = match (&retry, backend_request) {
-        (None, Some(timeout)) => Either::Left(AttemptTimeout {
-            inner: split,
-            timeout,
-        }),
-        _ => Either::Right(split),
+    // `backendRequest` bounds each attempt to the end of its response body; until the
+    // headers, the retry layer's per-try timer does it when there is one.
+    let attempt = match backend_request {
+        Some(timeout) => Either::Left(AttemptTimeout::new(split, timeout, retry.is_none())),
+        None => Either::Right(
+            ServiceBuilder::new()
+                .map_response(crate::attempt::unbounded)
+                .service(split),
+        ),
     };
     // The retry layer cuts an attempt at the request's `Deadline` (per-try timers end there
     // too), so the stream-timeouts layer needs no timer of its own until the headers: one
@@ -466,70 +467,6 @@ impl linkerd_http_h2::OnReset for ResetHook {
         if let linkerd_http_h2::ResetDirection::Inbound = direction {
             self.0
                 .record_reset(linkerd_http_prom::Direction::Inbound, reason);
-        }
-    }
-}
-
-/// `timeouts.backendRequest` without a retry block: bounds the attempt until its response
-/// headers with 504 `backend request timeout`.
-#[derive(Clone)]
-struct AttemptTimeout<S> {
-    inner: S,
-    timeout: Duration,
-}
-
-impl<S, Rsp> Service<Request<BoxBody>> for AttemptTimeout<S>
-where
-    S: Service<Request<BoxBody>, Response = Rsp, Error = BoxError>,
-{
-    type Response = Rsp;
-    type Error = BoxError;
-    type Future = AttemptTimeoutFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline(always)]
-    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
-        AttemptTimeoutFuture {
-            inner: Some(tokio::time::timeout(self.timeout, self.inner.call(req))),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`AttemptTimeout`].
-    struct AttemptTimeoutFuture<F> {
-        // `None` once the timeout cut the attempt (dropped then).
-        #[pin]
-        inner: Option<tokio::time::Timeout<F>>,
-    }
-}
-
-impl<F, Rsp> Future for AttemptTimeoutFuture<F>
-where
-    F: Future<Output = Result<Rsp, BoxError>>,
-{
-    type Output = Result<Rsp, BoxError>;
-
-    #[inline(always)]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut inner = self.project().inner;
-        let Some(timeout) = inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err(ProxyError::internal().into()));
-        };
-        match std::task::ready!(timeout.poll(cx)) {
-            Ok(result) => Poll::Ready(result),
-            Err(_) => {
-                // The attempt is over: dropped now, noting the backend it went to.
-                let note = dropped::observe_cut(ProxyErrorKind::BackendRequestTimeout, || {
-                    inner.set(None);
-                });
-                let error = ProxyError::backend_request_timeout()
-                    .with_source(h2::Error::from(h2::Reason::CANCEL));
-                Poll::Ready(Err(CutShort::wrap(note, error.into())))
-            }
         }
     }
 }
