@@ -280,6 +280,87 @@ async fn routes_http1_and_h2c_requests() {
     );
 }
 
+/// An HTTP/2 upstream that sends its whole `content-length` and its END_STREAM in a frame of
+/// its own, later: an HTTP/1.1 client gets the complete body (hyper's server stops reading
+/// the body once the length is written) and the request is a success in the metrics and
+/// the access log, not `CANCEL` (no client went away).
+#[tokio::test]
+async fn a_body_complete_by_length_is_no_cancel() {
+    let backend = TestServer::serve(ServerProtocol::Http2, |_req| async {
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("content-length", "10")
+                .body(
+                    linkerd_http_test_util::MockBody::new()
+                        .data("0123456789")
+                        .delay(Duration::from_millis(300)),
+                )
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    for _ in 0..3 {
+        let rsp = h1.get("/whole").await.expect("response");
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let body = collect(rsp.into_body()).await.expect("a whole body");
+        assert_eq!(body.data, Bytes::from_static(b"0123456789"));
+    }
+    let ok = [
+        ("route_name", "r"),
+        ("http_status", "200"),
+        ("grpc_status", ""),
+        ("error", ""),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.get(STATUSES, &ok) == Some(3.0))
+        .await;
+    assert_eq!(
+        scrape.get(STATUSES, &ok),
+        Some(3.0),
+        "{:#?}",
+        statuses(&scrape)
+    );
+    let backend_ok = [("backend_name", "b"), ("http_status", "200"), ("error", "")];
+    assert_eq!(
+        scrape.sum(
+            "outbound_http_route_backend_response_statuses_total",
+            &backend_ok
+        ),
+        3.0,
+        "{:#?}",
+        statuses(&scrape)
+    );
+    let mut lines = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while lines.len() < 3 && tokio::time::Instant::now() < until {
+        lines.extend(
+            proxy
+                .stderr_lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v.get("uri").is_some()),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for v in &lines {
+        assert_eq!(v["status"], 200, "{v}");
+        assert_eq!(v["error"], serde_json::Value::Null, "{v}");
+        assert_eq!(v["response_bytes"], 10, "{v}");
+    }
+}
+
 #[tokio::test]
 async fn head_over_h2c_sends_no_data_frame() {
     // An HTTP/2 backend that wrongly sends a body with its answer to HEAD.

@@ -167,16 +167,23 @@ pin_project_lite::pin_project! {
     /// A response body that counts its bytes and writes the request's record when it ends.
     ///
     /// Forwards `is_end_stream` and `size_hint`.
-    pub struct ResponseBody<B> {
+    pub struct ResponseBody<B: Body> {
         #[pin]
         inner: B,
         state: Option<BodyState>,
     }
 
-    impl<B> PinnedDrop for ResponseBody<B> {
+    impl<B: Body> PinnedDrop for ResponseBody<B> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(s) = this.project().state.take() {
-                s.cancelled();
+            let this = this.project();
+            if let Some(s) = this.state.take() {
+                if this.inner.size_hint().exact() == Some(0) {
+                    // Every byte its length announced was read (hyper drops such a body
+                    // without waiting for a separate end of stream): complete.
+                    s.end(None);
+                } else {
+                    s.cancelled();
+                }
             }
         }
     }
@@ -526,7 +533,7 @@ where
     }
 }
 
-impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+impl<B: Body + std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
             .field("inner", &self.inner)

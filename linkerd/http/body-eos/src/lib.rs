@@ -33,10 +33,13 @@
 //! - On a trailers frame: [`Eos::Trailers`].
 //! - On an error: [`Eos::Error`].
 //! - On `None` from `poll_frame`: [`Eos::End`].
-//! - On drop before any of the above: [`Eos::Cancelled`].
+//! - On drop before any of the above: [`Eos::Cancelled`], unless the inner body's exact size
+//!   hint says every announced byte was read ([`Eos::End`]: hyper drops a body once its
+//!   `content-length` is written, without waiting for an end of stream sent on its own).
 //!
 //! # Cancellation
-//! Dropping an [`EosBody`] that has not reached its end fires [`Eos::Cancelled`] from `Drop`.
+//! Dropping an [`EosBody`] that has not reached its end fires [`Eos::Cancelled`] from `Drop`
+//! (or [`Eos::End`] when its announced length was read, above).
 //! The callback therefore must not block.
 //!
 //! The wrapper forwards `is_end_stream` and `size_hint` of the inner body unchanged.
@@ -103,8 +106,16 @@ pin_project_lite::pin_project! {
         F: OnEos<B::Error>,
     {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(callback) = this.project().callback.take() {
-                callback.on_eos(Eos::Cancelled);
+            let this = this.project();
+            if let Some(callback) = this.callback.take() {
+                // A body whose every announced byte was read is complete even if its end
+                // of stream never came: hyper drops a body once its `content-length` is
+                // written, without waiting for an end sent in a frame of its own.
+                if this.inner.size_hint().exact() == Some(0) {
+                    callback.on_eos(Eos::End);
+                } else {
+                    callback.on_eos(Eos::Cancelled);
+                }
             }
         }
     }

@@ -341,3 +341,48 @@ mod with_mock_body {
         assert_eq!(kinds(&seen), [EosKind::Cancelled]);
     }
 }
+
+/// Like an HTTP/2 upstream's body whose announced length has been read but whose
+/// END_STREAM has not arrived: exact size 0, not at its end.
+struct LengthDone(Option<&'static str>);
+
+impl Body for LengthDone {
+    type Data = Bytes;
+    type Error = TestError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TestError>>> {
+        match self.0.take() {
+            Some(d) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(d.as_bytes()))))),
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.map_or(0, |d| d.len() as u64))
+    }
+}
+
+#[test]
+fn a_drop_after_every_announced_byte_is_an_end() {
+    let seen: Seen = Default::default();
+    let record = seen.clone();
+    let mut body = EosBody::new(LengthDone(Some("abc")), move |eos: Eos<'_, TestError>| {
+        record.lock().unwrap().push((eos.kind(), None));
+    });
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+    assert!(
+        Pin::new(&mut body).poll_frame(&mut cx).is_pending(),
+        "no END_STREAM yet"
+    );
+    assert!(kinds(&seen).is_empty());
+    drop(body);
+    assert_eq!(kinds(&seen), [EosKind::End], "complete by its length");
+}

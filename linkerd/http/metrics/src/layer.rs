@@ -135,6 +135,7 @@ pin_project_lite::pin_project! {
     /// dropped. Forwards `is_end_stream` and `size_hint`.
     pub struct ResponseBody<B, L, X>
     where
+        B: Body,
         L: Clone,
         L: Hash,
         L: Eq,
@@ -147,6 +148,7 @@ pin_project_lite::pin_project! {
 
     impl<B, L, X> PinnedDrop for ResponseBody<B, L, X>
     where
+        B: Body,
         L: Clone,
         L: Hash,
         L: Eq,
@@ -155,6 +157,11 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if let Some(s) = this.state.take() {
                 let class = if !*this.polled && s.done.recorder.unread_is_discarded {
+                    s.eos.eos(None)
+                } else if this.inner.size_hint().exact() == Some(0) {
+                    // Every byte its length announced was read: hyper drops such a body
+                    // without waiting for its end (an HTTP/2 upstream's END_STREAM in a frame
+                    // of its own), so the response was complete.
                     s.eos.eos(None)
                 } else {
                     s.eos.cancelled()
@@ -496,7 +503,7 @@ where
     }
 }
 
-impl<B: fmt::Debug, L: Clone + Hash + Eq, X> fmt::Debug for ResponseBody<B, L, X> {
+impl<B: Body + fmt::Debug, L: Clone + Hash + Eq, X> fmt::Debug for ResponseBody<B, L, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
             .field("inner", &self.inner)
