@@ -32,13 +32,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Most messages carry none: one pass over their few names settles that, where the removals
 /// below would look up each hop-by-hop name in the map (hashing the non-standard ones).
 pub(crate) fn strip(headers: &mut HeaderMap, upgrading: bool) {
+    strip_message(headers, upgrading, true);
+}
+
+/// [`strip`] for a response: `TE` goes entirely (it is a request header: a `te: trailers`
+/// kept for the next hop of a request means nothing on an answer).
+pub(crate) fn strip_response(headers: &mut HeaderMap, upgrading: bool) {
+    strip_message(headers, upgrading, false);
+}
+
+fn strip_message(headers: &mut HeaderMap, upgrading: bool, request: bool) {
     if !headers.keys().any(is_hop_by_hop) {
         if upgrading {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         return;
     }
-    strip_present(headers, upgrading);
+    strip_present(headers, upgrading, request);
 }
 
 /// Whether `name` is one of the fixed hop-by-hop headers (those `Connection` names aside,
@@ -54,7 +64,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// [`strip`] for a map that has at least one hop-by-hop header.
-fn strip_present(headers: &mut HeaderMap, upgrading: bool) {
+fn strip_present(headers: &mut HeaderMap, upgrading: bool, request: bool) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -75,7 +85,9 @@ fn strip_present(headers: &mut HeaderMap, upgrading: bool) {
     headers.remove(PROXY_CONNECTION);
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(HTTP2_SETTINGS);
-    if headers.contains_key(header::TE) {
+    if !request {
+        headers.remove(header::TE);
+    } else if headers.contains_key(header::TE) {
         let trailers = headers
             .get_all(header::TE)
             .iter()
@@ -174,7 +186,7 @@ mod tests {
             let mut fast = h.clone();
             strip(&mut fast, upgrading);
             let mut full = h;
-            strip_present(&mut full, upgrading);
+            strip_present(&mut full, upgrading, true);
             prop_assert_eq!(fast, full);
         }
     }
@@ -220,6 +232,11 @@ mod tests {
         let mut h = map(&[("te", "gzip")]);
         strip_hop_by_hop(&mut h);
         assert!(!h.contains_key("te"), "te without trailers is removed");
+        // A response's TE means nothing to the next hop.
+        let mut h = map(&[("te", "trailers"), ("trailer", "x-t")]);
+        strip_response(&mut h, false);
+        assert!(!h.contains_key("te"), "{h:?}");
+        assert!(h.contains_key("trailer"), "end-to-end: {h:?}");
     }
 
     #[test]

@@ -247,7 +247,7 @@ fn finish<B: Default>(
     let status = rsp.status();
     match kind {
         Kind::Plain => {
-            headers::strip(rsp.headers_mut(), false);
+            headers::strip_response(rsp.headers_mut(), false);
             rsp
         }
         Kind::Upgrade { server } if status == StatusCode::SWITCHING_PROTOCOLS => {
@@ -255,7 +255,7 @@ fn finish<B: Default>(
                 return no_upgrade("the upstream response cannot be upgraded")
                     .to_response(protocol);
             };
-            headers::strip(rsp.headers_mut(), true);
+            headers::strip_response(rsp.headers_mut(), true);
             tunnels.spawn(server, client);
             rsp
         }
@@ -265,7 +265,7 @@ fn finish<B: Default>(
                     .to_response(protocol);
             };
             let h = rsp.headers_mut();
-            headers::strip(h, false);
+            headers::strip_response(h, false);
             // RFC 9110 section 9.3.6: a 2xx answer to CONNECT has no content.
             h.remove(header::CONTENT_LENGTH);
             tunnels.spawn(server, client);
@@ -284,7 +284,7 @@ fn finish<B: Default>(
                     .to_response(protocol);
             };
             let (mut parts, body) = rsp.into_parts();
-            headers::strip(&mut parts.headers, false);
+            headers::strip_response(&mut parts.headers, false);
             parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
             parts.headers.remove(header::CONTENT_LENGTH);
             // RFC 8441 section 5: the HTTP/2 side is answered 200, not 101.
@@ -298,7 +298,7 @@ fn finish<B: Default>(
         Kind::Upgrade { .. } | Kind::Connect { .. } | Kind::Extended { .. } => {
             // The upstream declined: an ordinary response, and the client's connection
             // carries on (hyper drops the unused upgrade).
-            headers::strip(rsp.headers_mut(), false);
+            headers::strip_response(rsp.headers_mut(), false);
             rsp
         }
     }
