@@ -1478,15 +1478,130 @@ async fn a_client_reset_during_the_request_body_is_an_inbound_reset() {
         tokio::time::sleep(Duration::from_millis(u64::from(i % 4) * 40)).await;
         raw.send_reset(stream, 0x8).await;
     }
+    // And a body of unknown length (chunked upstream) reset while the upstream reads it.
+    let stream = 1 + 2 * N;
+    raw.send_headers(
+        stream,
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/upload"),
+            (":authority", &authority),
+        ],
+        false,
+    )
+    .await;
+    raw.send_data(stream, &[b'x'; 100], false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.send_reset(stream, 0x8).await;
+    let n = N + 1;
     let inbound = [("direction", "inbound"), ("reason", "CANCEL")];
     let scrape = proxy
-        .scrape_until(|s| s.sum("http_stream_resets_total", &inbound) >= f64::from(N))
+        .scrape_until(|s| s.sum("http_stream_resets_total", &inbound) >= f64::from(n))
         .await;
     assert_eq!(
         scrape.sum("http_stream_resets_total", &inbound),
-        f64::from(N),
+        f64::from(n),
         "each client reset, counted once"
     );
+    // The client went away: `CANCEL` with no status, and no reset of the proxy's own (the
+    // upstream request the body failed is not the upstream's failure).
+    let cancelled = [
+        ("route_name", "r"),
+        ("http_status", ""),
+        ("error", "CANCEL"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.sum(STATUSES, &cancelled) >= f64::from(n))
+        .await;
+    assert_eq!(
+        scrape.sum(STATUSES, &cancelled),
+        f64::from(n),
+        "{:#?}",
+        statuses(&scrape)
+    );
+    assert_eq!(
+        scrape.sum("http_stream_resets_total", &[("direction", "outbound")]),
+        0.0,
+        "no reset sent: the client reset its streams itself"
+    );
+}
+
+/// An HTTP/1.1 client that stops sending its request body (shuts its side down, or closes)
+/// went away: `CANCEL`, status 0 in the access log, no status in the metrics; not the
+/// upstream's `connect failed`.
+#[tokio::test]
+async fn an_http1_client_abandoning_its_body_is_a_cancel() {
+    for protocol in [ServerProtocol::Http1, ServerProtocol::Http2] {
+        abandon_body(protocol).await;
+    }
+}
+
+async fn abandon_body(protocol: ServerProtocol) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = TestServer::backend_with(protocol).await.unwrap();
+    let name = match protocol {
+        ServerProtocol::Http2 => "http2",
+        _ => "http1",
+    };
+    let proxy = Proxy::start(
+        &config(
+            name,
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    for _ in 0..2 {
+        let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        io.write_all(
+            b"POST /abandoned HTTP/1.1\r\nhost: example.com\r\ncontent-length: 100000\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        io.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            !answer.contains("502"),
+            "{name}: not blamed on the upstream: {answer:?}"
+        );
+    }
+    let cancelled = [
+        ("route_name", "r"),
+        ("http_status", ""),
+        ("error", "CANCEL"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.sum(STATUSES, &cancelled) >= 2.0)
+        .await;
+    assert_eq!(
+        scrape.sum(STATUSES, &cancelled),
+        2.0,
+        "{:#?}",
+        statuses(&scrape)
+    );
+    let mut lines = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while lines.len() < 2 && tokio::time::Instant::now() < until {
+        lines.extend(
+            proxy
+                .stderr_lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v.get("uri").is_some()),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    for v in &lines {
+        assert_eq!(v["status"], 0, "{v}");
+        assert_eq!(v["error"], "CANCEL", "{v}");
+        assert_eq!(v["route"], "r", "{v}");
+    }
 }
 
 /// Requests still in flight when the shutdown grace period ends are cut, and each still gets

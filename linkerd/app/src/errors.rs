@@ -5,7 +5,7 @@
 
 use crate::{BoxError, RouterBody};
 use http::{Request, Response, Version};
-use linkerd_http_classify::{Protocol, ProxyError, to_proxy_error};
+use linkerd_http_classify::{Protocol, ProxyError, ProxyErrorKind, to_proxy_error};
 use std::{
     fmt,
     future::Future,
@@ -129,6 +129,16 @@ pub fn map_error(
     h2: bool,
 ) -> Result<Response<RouterBody>, BoxError> {
     let proxy_error = to_proxy_error(error);
+    if proxy_error.kind() == ProxyErrorKind::Cancel {
+        // The client went away (its request body failed): no answer reaches it. The
+        // stream is reset (it already is) or the HTTP/1 connection closed.
+        tracing::debug!(%error, "the client went away");
+        let cancel = proxy_error.with_source(h2::Error::from(h2::Reason::CANCEL));
+        return Err(Box::new(ResetStream {
+            error: cancel,
+            annotations: http::Extensions::new(),
+        }));
+    }
     if h2 && let Some(reason) = proxy_error.h2_reset_reason() {
         tracing::debug!(%error, ?reason, "resetting the client's stream");
         let with_reason = proxy_error.with_source(h2::Error::from(reason));

@@ -14,7 +14,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use linkerd_http_classify::clock;
+use linkerd_http_classify::{ProxyError, ProxyErrorKind, clock, to_proxy_error};
 use std::{
     future::Future,
     pin::Pin,
@@ -383,7 +383,10 @@ where
         let rsp = match std::task::ready!(clock::frozen(|| this.inner.poll(cx))) {
             Ok(rsp) => rsp,
             Err(error) => {
-                if let Some(resets) = this.resets.take() {
+                if let Some(resets) = this.resets.take()
+                    && to_proxy_error(&*error).kind() != ProxyErrorKind::Cancel
+                {
+                    // (A client that went away reset its stream itself: nothing is sent.)
                     resets.sent_for(&*error);
                 }
                 return Poll::Ready(Err(error));
@@ -465,20 +468,25 @@ pin_project_lite::pin_project! {
 
 impl http_body::Body for InboundBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
+    /// A failure of the client's request body (a reset, a connection closed mid-body) is the
+    /// client going away: the error says so (`CANCEL`, DESIGN.md section 5), so the upstream
+    /// request it fails is not taken for the upstream's failure.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if let Some(Err(error)) = &frame
-            && let Some(resets) = this.resets.take()
-        {
-            resets.received_in(error);
+        match std::task::ready!(this.inner.poll_frame(cx)) {
+            Some(Err(error)) => {
+                if let Some(resets) = this.resets.take() {
+                    resets.received_in(&error);
+                }
+                Poll::Ready(Some(Err(ProxyError::cancel().with_source(error).into())))
+            }
+            frame => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

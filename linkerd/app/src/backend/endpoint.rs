@@ -13,7 +13,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use linkerd_exp_backoff::ExponentialBackoff;
-use linkerd_http_classify::{ProxyError, is_connect_error};
+use linkerd_http_classify::{ProxyError, ProxyErrorKind, find_proxy_error, is_connect_error};
 use std::{
     future::Future,
     net::SocketAddr,
@@ -321,8 +321,26 @@ fn send_error(health: &Health, error: SendError) -> BoxError {
     }
 }
 
+/// Whether the chain holds an HTTP/2 stream reset this side sent (not the upstream, not the
+/// h2 library on a protocol violation): hyper's client does so when a request body fails.
+fn reset_by_us(error: &(dyn std::error::Error + 'static)) -> bool {
+    linkerd_http_classify::chain(error)
+        .filter_map(|e| e.downcast_ref::<h2::Error>())
+        .any(|h2| h2.is_reset() && !h2.is_remote() && !h2.is_library())
+}
+
 /// Maps an upstream client's error (hyper's or hyper-util's) to what the client sees.
 fn upstream_error(health: &Health, error: BoxError) -> BoxError {
+    if find_proxy_error(&*error).is_some_and(|p| p.kind() == ProxyErrorKind::Cancel) {
+        // The client's request body failed (the client went away): not the upstream's doing.
+        return error;
+    }
+    if reset_by_us(&*error) {
+        // hyper's HTTP/2 client resets the upstream stream itself (INTERNAL_ERROR) when the
+        // request body it sends fails, and answers with that reset: the body is the client's,
+        // which went away; the upstream did nothing.
+        return ProxyError::cancel().with_source(error).into();
+    }
     if is_connect_error(&*error) {
         health.mark_failed();
         return ProxyError::connect_failed().with_source(error).into();

@@ -347,6 +347,10 @@ where
 pub fn error_class(protocol: Protocol, err: &ProxyError) -> Class {
     let reset = err.h2_reset_reason().is_some() && protocol != Protocol::Http1;
     match protocol {
+        // The client went away: nothing was sent.
+        _ if err.kind() == linkerd_http_classify::ProxyErrorKind::Cancel => {
+            Class::failed(None, None, err.kind())
+        }
         _ if reset => Class::failed(None, None, err.kind()),
         Protocol::Grpc => Class::failed(
             Some(http::StatusCode::OK),
