@@ -72,7 +72,7 @@ where
             inner: Some(self.inner.call(req)),
             sleep: deadline
                 .filter(|_| self.headers)
-                .map(tokio::time::sleep_until),
+                .map(|at| Box::pin(tokio::time::sleep_until(at))),
             deadline,
         }
     }
@@ -84,9 +84,10 @@ pin_project_lite::pin_project! {
         // `None` once the timeout cut the attempt (dropped then).
         #[pin]
         inner: Option<F>,
-        // The bound on the wait for the headers, when this layer enforces it.
-        #[pin]
-        sleep: Option<Sleep>,
+        // The bound on the wait for the headers, when this layer enforces it (boxed: a
+        // timer is over 100 bytes, and with a retry layer above, which bounds the wait
+        // itself, it would be empty space moved with every attempt's future).
+        sleep: Option<Pin<Box<Sleep>>>,
         deadline: Option<Instant>,
     }
 }
@@ -107,10 +108,10 @@ where
             let deadline = *this.deadline;
             return Poll::Ready(result.map(|rsp| rsp.map(|body| AttemptBody::new(body, deadline))));
         }
-        let Some(sleep) = this.sleep.as_pin_mut() else {
+        let Some(sleep) = this.sleep.as_mut() else {
             return Poll::Pending;
         };
-        std::task::ready!(sleep.poll(cx));
+        std::task::ready!(sleep.as_mut().poll(cx));
         // The attempt is over: dropped now, noting the backend it went to (and telling it
         // why: its backend's metrics say so).
         let note = dropped::observe_cut(ProxyErrorKind::BackendRequestTimeout, || {
