@@ -7,8 +7,11 @@ use http_body::Body;
 use linkerd_http_classify::{
     BoxError, Deadline, clock,
     dropped::{self, CutShort, DropNote},
-    grpc_status, to_proxy_error,
+    encode_grpc_timeout, grpc_status, to_proxy_error,
 };
+
+/// A gRPC request's deadline as its server is told it.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 use pin_project_lite::pin_project;
 use std::{
     fmt,
@@ -492,6 +495,15 @@ where
             parts
                 .headers
                 .insert(name.clone(), HeaderValue::from(self.attempts));
+        }
+        if let Some(deadline) = self.deadline
+            && parts.headers.contains_key(&GRPC_TIMEOUT)
+        {
+            // A gRPC server is told the time left, not the time the first attempt had.
+            let left = deadline.saturating_duration_since(clock::now());
+            parts
+                .headers
+                .insert(GRPC_TIMEOUT, encode_grpc_timeout(left));
         }
         Ok(self.service.call(Request::from_parts(parts, body)))
     }

@@ -101,11 +101,14 @@
 //!
 //! Writes: [`Attempt`] on each attempt's request (1 for the original); [`RetryOutcome`] on
 //! the response (attempts made and, if retries stopped while the policy wanted one, why).
+//! A retry of a request carrying `grpc-timeout` and a [`Deadline`](linkerd_http_classify::Deadline)
+//! says the time left in its `grpc-timeout` (the first attempt's value would promise the
+//! server more time than the request has).
 //! Both only for requests with a policy: requests without one are passed through with no
 //! buffering, no extension and no allocation.
 //!
 //! Metrics are derived from [`RetryOutcome`]: retries ([`RetryOutcome::retries`]), retry
-//! successes (retries > 0 and a successful final class), limit exceeded
+//! successes (retries > 0, a successful final class and no stop reason), limit exceeded
 //! ([`RetryStop::is_limit_exceeded`]) and overflow ([`RetryStop::is_overflow`]).
 //!
 //! # Errors

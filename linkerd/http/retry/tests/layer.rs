@@ -1158,3 +1158,42 @@ async fn retried_attempts_carry_the_extensions_the_policy_replays() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_tells_a_grpc_server_the_time_left() {
+    // Attempt 1 answers 503 after 2 s; the retry starts at 2.1 s of a 10 s deadline.
+    let (svc, seen) = scripted(|n| {
+        if n == 1 {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                status(503).await
+            })
+        } else {
+            status(200)
+        }
+    });
+    let mut p = policy(&[503], 1);
+    p.backoff =
+        ExponentialBackoff::try_new(Duration::from_millis(100), Duration::from_millis(100), 0.0)
+            .unwrap();
+    let mut req = request(MockBody::new(), Some(p));
+    req.headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("10S"));
+    req.extensions_mut()
+        .insert(Deadline(Instant::now() + Duration::from_secs(10)));
+    let rsp = Retry::new(svc)
+        .oneshot(req)
+        .await
+        .expect("the retry answers");
+    assert_eq!(rsp.status(), 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0].headers["grpc-timeout"], "10S",
+        "the first attempt as sent"
+    );
+    assert_eq!(
+        seen[1].headers["grpc-timeout"],
+        linkerd_http_classify::encode_grpc_timeout(Duration::from_millis(7900)),
+        "the retry: the time left"
+    );
+}
