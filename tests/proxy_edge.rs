@@ -361,6 +361,156 @@ async fn a_body_complete_by_length_is_no_cancel() {
     }
 }
 
+/// Answers without content (to HEAD; 204; 304) from an HTTP/2 upstream whose END_STREAM
+/// comes in a frame of its own, later: the client gets the answer, and the request is a
+/// success in the metrics and the access log, not `CANCEL` (no client went away).
+#[tokio::test]
+async fn bodiless_answers_with_a_late_end_of_stream_are_no_cancel() {
+    let backend = TestServer::serve(ServerProtocol::Http2, |req: Request<_>| async move {
+        let status = match req.uri().path() {
+            "/no-content" => 204,
+            "/not-modified" => 304,
+            _ => 200,
+        };
+        let mut rsp = http::Response::builder().status(status);
+        if status == 200 {
+            rsp = rsp.header("content-length", "10");
+        }
+        // No data: the body ends 300 ms after the headers (an empty DATA frame with
+        // END_STREAM).
+        Ok::<_, std::convert::Infallible>(
+            rsp.body(linkerd_http_test_util::MockBody::new().delay(Duration::from_millis(300)))
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    for (method, path, status) in [
+        ("HEAD", "/head", 200),
+        ("GET", "/no-content", 204),
+        ("GET", "/not-modified", 304),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let rsp = h1.send(req).await.expect("HTTP/1.1 answer");
+        assert_eq!(rsp.status(), status, "{method} {path}");
+        collect(rsp.into_body()).await.expect("complete");
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Bytes::new())
+            .unwrap();
+        let rsp = h2.request(req).await.expect("h2c answer");
+        assert_eq!(rsp.status, status, "{method} {path}");
+        assert!(rsp.body_error.is_none(), "{method} {path}: {rsp:?}");
+    }
+    let scrape = proxy
+        .scrape_until(|s| s.sum(STATUSES, &[("error", "")]) >= 6.0)
+        .await;
+    assert_eq!(
+        scrape.sum(STATUSES, &[("error", "")]),
+        6.0,
+        "{:#?}",
+        statuses(&scrape)
+    );
+    assert_eq!(
+        scrape.sum(STATUSES, &[("error", "CANCEL")]),
+        0.0,
+        "{:#?}",
+        statuses(&scrape)
+    );
+}
+
+/// Response headers larger than hyper's default 16 KiB list from an HTTP/2 upstream reach
+/// the client, as they do from an HTTP/1 upstream (the proxy takes 64 KiB either way).
+#[tokio::test]
+async fn large_response_headers_from_an_http2_upstream_pass() {
+    let backend = TestServer::serve(ServerProtocol::Http2, |_req| async {
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("x-large", "v".repeat(40 * 1024))
+                .body(Full::new(Bytes::from_static(b"ok")))
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut h1 = HttpClient::http1(proxy.addr).await.unwrap();
+    let rsp = h1.get("/large").await.expect("response");
+    assert_eq!(
+        rsp.status(),
+        StatusCode::OK,
+        "{:?}",
+        rsp.headers().get("l5d-proxy-error")
+    );
+    assert_eq!(rsp.headers()["x-large"].len(), 40 * 1024);
+}
+
+/// An HTTP/2 upstream that sends more empty DATA frames than h2 allows gets its connection
+/// closed by the proxy's h2 (GOAWAY ENHANCE_YOUR_CALM, a limit against floods): the
+/// request is cut, but the upstream reset nothing, so no inbound reset is counted.
+#[tokio::test]
+async fn a_reset_the_proxy_made_is_not_counted_as_received() {
+    let backend = TestServer::serve(ServerProtocol::Http2, |_req| async {
+        let mut body = linkerd_http_test_util::MockBody::new();
+        for _ in 0..200 {
+            body = body.data(Bytes::new());
+        }
+        Ok::<_, std::convert::Infallible>(http::Response::new(body.data("end")))
+    })
+    .await
+    .unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let req = Request::get("/empty-frames").body(Bytes::new()).unwrap();
+    let cut = match h2.request(req).await {
+        Ok(rsp) => rsp.body_error.is_some(),
+        Err(_) => true,
+    };
+    assert!(cut, "h2 refuses the flood of empty frames");
+    let outbound = [("direction", "outbound")];
+    let scrape = proxy
+        .scrape_until(|s| s.sum("http_stream_resets_total", &outbound) >= 1.0)
+        .await;
+    assert_eq!(scrape.sum("http_stream_resets_total", &outbound), 1.0);
+    assert_eq!(
+        scrape.sum("http_stream_resets_total", &[("direction", "inbound")]),
+        0.0,
+        "the upstream reset nothing"
+    );
+}
+
 #[tokio::test]
 async fn head_over_h2c_sends_no_data_frame() {
     // An HTTP/2 backend that wrongly sends a body with its answer to HEAD.

@@ -6,7 +6,7 @@ use super::{
     h2conn::H2Conn,
 };
 use crate::{BoxBody, BoxError};
-use http::{Request, Response, Uri, Version, uri::Authority};
+use http::{Request, Response, StatusCode, Uri, Version, uri::Authority};
 use http_body_util::BodyExt;
 use hyper_util::{
     client::legacy::{Client, connect::Connected, connect::Connection},
@@ -281,6 +281,7 @@ async fn send_h2(
 ) -> Result<Response<BoxBody>, BoxError> {
     absolute_uri(&mut req, addr);
     *req.version_mut() = Version::HTTP_2;
+    let head = req.method() == http::Method::HEAD;
     // An HTTP/2 upstream shutting down gracefully refuses the streams that reach it after
     // its final GOAWAY; they were never processed (RFC 9113 section 6.8), so a bodiless
     // request is sent once more, on a new connection.
@@ -293,8 +294,24 @@ async fn send_h2(
         (result, _) => result,
     };
     result
-        .map(boxed_response)
+        .map(|rsp| without_content(head, boxed_response(rsp)))
         .map_err(|error| send_error(&health, error))
+}
+
+/// An HTTP/2 upstream's answer that carries no content (to HEAD; 1xx, 204, 304) with an
+/// empty body. Its END_STREAM may come in a frame of its own, later: the edge drops such a
+/// body unread (DESIGN.md section 3), and every layer in between would count the drop as the
+/// client going away (`CANCEL`). The headers (`content-length` included) stay.
+fn without_content(head: bool, rsp: Response<BoxBody>) -> Response<BoxBody> {
+    let status = rsp.status();
+    let bodiless = head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if bodiless && !http_body::Body::is_end_stream(rsp.body()) {
+        return rsp.map(|_| crate::server::empty_body());
+    }
+    rsp
 }
 
 /// An upstream response with the stack's body type.

@@ -113,11 +113,18 @@ impl H2Conn {
         super::h1pool::open(self.addr, self.connect_timeout, |io| {
             http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                // As much as the proxy's server takes from clients (hyper's 16 KiB default
+                // failed larger answers that HTTP/1 upstreams could send).
+                .max_header_list_size(MAX_HEADER_LIST_SIZE)
                 .handshake(io)
         })
         .await
     }
 }
+
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` for upstream responses: the server side's limit
+/// (`linkerd_http_h2`'s defaults, 64 KiB).
+const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

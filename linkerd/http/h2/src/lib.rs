@@ -85,7 +85,8 @@
 //! chain.
 //!
 //! The hook ([`OnReset`]) is called for each reset seen: [`ResetDirection::Inbound`] with the
-//! upstream's reason, then [`ResetDirection::Outbound`] with the client's, for
+//! upstream's reason (not for a reset h2 made on this side, `h2::Error::is_library`: the
+//! upstream sent none), then [`ResetDirection::Outbound`] with the client's, for
 //! `http_stream_resets_total{direction, reason}`.
 //!
 //! # Errors
