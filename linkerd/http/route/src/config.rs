@@ -1021,19 +1021,49 @@ fn header_modifier(
     for (field, list, dst) in [("set", &m.set, &mut out.set), ("add", &m.add, &mut out.add)] {
         for (i, h) in list.iter().enumerate() {
             let hp = path.field(field).index(i);
-            let name = errors.check(&hp.field("name"), header_name(&h.name));
+            let name = errors.check(&hp.field("name"), modifiable_header_name(&h.name));
             let value = errors.check(&hp.field("value"), header_value(&h.value));
             if let (Some(n), Some(v)) = (name, value) {
+                if dst.iter().any(|(seen, _)| *seen == n) {
+                    // The Gateway API keys these lists by name.
+                    errors.add(hp.field("name"), format!("header {n} is listed twice"));
+                    continue;
+                }
                 dst.push((n, v));
             }
         }
     }
     for (i, name) in m.remove.iter().enumerate() {
-        if let Some(n) = errors.check(&path.field("remove").index(i), header_name(name)) {
+        if let Some(n) = errors.check(&path.field("remove").index(i), modifiable_header_name(name))
+        {
             out.remove.push(n);
         }
     }
     out
+}
+
+/// A header name a modifier may touch: not one that frames the message (`content-length`,
+/// `transfer-encoding`: a value that disagrees with the body would corrupt the connection)
+/// nor a hop-by-hop one (stripped before the filters run; added after, it would reach the
+/// next hop and, for `upgrade`, turn a request into an upgrade).
+fn modifiable_header_name(name: &str) -> Result<http::HeaderName, InvalidValue> {
+    const RESERVED: [&str; 8] = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "te",
+        "http2-settings",
+    ];
+    let n = header_name(name)?;
+    if RESERVED.contains(&n.as_str()) {
+        return Err(InvalidValue::new(format!(
+            "header {n} cannot be modified by a filter (it frames the message or is hop-by-hop)"
+        )));
+    }
+    Ok(n)
 }
 
 fn path_modifier(

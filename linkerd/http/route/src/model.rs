@@ -285,6 +285,19 @@ fn check_path_value(value: &str) -> Result<(), InvalidValue> {
             "path {value:?} must not contain `//`, `?` or `#`"
         )));
     }
+    // The Gateway API's rules: no dot segments, no encoded slash (a path matched raw would
+    // mean one thing here and another to a server that normalises it).
+    let lower = value.to_ascii_lowercase();
+    if value.contains("/./")
+        || value.contains("/../")
+        || value.ends_with("/.")
+        || value.ends_with("/..")
+        || lower.contains("%2f")
+    {
+        return Err(InvalidValue::new(format!(
+            "path {value:?} must not contain `/./`, `/../` or `%2F`, nor end with `/.` or `/..`"
+        )));
+    }
     Ok(())
 }
 
@@ -293,7 +306,7 @@ impl PathMatch {
     ///
     /// # Errors
     ///
-    /// When `value` does not start with `/` or contains `//`, `?` or `#`.
+    /// When `value` does not start with `/`, contains `//`, `?`, `#`, a dot segment or `%2F`.
     pub fn exact(value: &str) -> Result<Self, InvalidValue> {
         check_path_value(value)?;
         Ok(Self::Exact(value.into()))
@@ -421,14 +434,18 @@ impl QueryParamMatch {
         }
     }
 
-    /// Whether the raw query string `query` satisfies this condition.
+    /// Whether the raw query string `query` satisfies this condition: the parameter's first
+    /// value does (a repeated parameter is matched on its first value, as the Gateway API
+    /// recommends).
     pub fn matches(&self, query: Option<&str>) -> bool {
-        query.is_some_and(|q| {
-            q.split('&').any(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                percent_decode(k) == self.name() && self.value_matches(&percent_decode(v))
+        query
+            .and_then(|q| {
+                q.split('&').find_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (percent_decode(k) == self.name()).then_some(v)
+                })
             })
-        })
+            .is_some_and(|v| self.value_matches(&percent_decode(v)))
     }
 }
 
@@ -736,6 +753,16 @@ mod tests {
         assert_eq!(percent_decode("a%20b"), "a b", "escape decoded");
         assert_eq!(percent_decode("a%2"), "a%2", "short escape kept");
         assert_eq!(percent_decode("%zz"), "%zz", "invalid escape kept");
+    }
+
+    #[test]
+    fn a_repeated_query_parameter_matches_on_its_first_value() {
+        let m = QueryParamMatch::exact("v", "1").expect("valid");
+        assert!(m.matches(Some("v=1&v=2")));
+        assert!(!m.matches(Some("v=2&v=1")), "the first value decides");
+        assert!(m.matches(Some("a=b&v=1")), "the first with this name");
+        assert!(!m.matches(Some("a=1")));
+        assert!(!m.matches(None));
     }
 
     #[test]

@@ -493,6 +493,71 @@ routes:
 }
 
 #[test]
+fn header_modifiers_keep_framing_and_hop_by_hop_headers() {
+    let errors = errors_of(
+        r#"
+routes:
+  - name: a
+    rules:
+      - filters:
+          - type: RequestHeaderModifier
+            requestHeaderModifier:
+              set: [{ name: Content-Length, value: "5" }, { name: x-a, value: "1" }, { name: X-A, value: "2" }]
+              add: [{ name: upgrade, value: websocket }, { name: keep-alive, value: "1" }]
+              remove: [transfer-encoding]
+          - type: ResponseHeaderModifier
+            responseHeaderModifier: { set: [{ name: connection, value: close }, { name: host, value: h }] }
+        backendRefs: [{ name: web }]
+"#,
+    );
+    let expect = [
+        "routes[0].rules[0].filters[0].requestHeaderModifier.set[0].name: header content-length cannot be modified",
+        "routes[0].rules[0].filters[0].requestHeaderModifier.set[2].name: header x-a is listed twice",
+        "routes[0].rules[0].filters[0].requestHeaderModifier.add[0].name: header upgrade cannot be modified",
+        "routes[0].rules[0].filters[0].requestHeaderModifier.add[1].name: header keep-alive cannot be modified",
+        "routes[0].rules[0].filters[0].requestHeaderModifier.remove[0]: header transfer-encoding cannot be modified",
+        "routes[0].rules[0].filters[1].responseHeaderModifier.set[0].name: header connection cannot be modified",
+    ];
+    assert_exactly(&errors, &expect);
+}
+
+#[test]
+fn paths_follow_the_gateway_api_rules() {
+    for bad in [
+        "/foo/../bar",
+        "/foo/./bar",
+        "/foo/..",
+        "/foo/.",
+        "/foo%2Fbar",
+        "/foo%2fbar",
+    ] {
+        for kind in ["Exact", "PathPrefix"] {
+            let errors = errors_of(&format!(
+                r#"
+routes:
+  - name: a
+    rules:
+      - matches: [{{ path: {{ type: {kind}, value: "{bad}" }} }}]
+        backendRefs: [{{ name: web }}]
+"#
+            ));
+            assert_exactly(&errors, &["routes[0].rules[0].matches[0].path.value: path"]);
+        }
+    }
+    // Dots inside a segment are fine.
+    let ok = parse(
+        r#"
+routes:
+  - name: a
+    rules:
+      - matches: [{ path: { type: PathPrefix, value: "/v1.2/..data/.well-known" } }]
+        backendRefs: [{ name: web }]
+"#,
+    );
+    assert!(ok.compile(known).is_ok());
+}
+
+#[test]
 fn grpc_validation() {
     let errors = errors_of(
         r"
