@@ -1889,3 +1889,90 @@ async fn a_request_cancelled_during_a_retry_is_logged_and_counted_in_full() {
         Some(1.0)
     );
 }
+
+/// Tunnels are cut when the one shutdown grace period ends: the connections' wait and the
+/// tunnels' drain share it. An HTTP/2 connection carrying a tunnel (a CONNECT stream) stays
+/// open through the server's whole wait; an HTTP/1.1 tunnel beside it then got a second
+/// grace period.
+#[tokio::test]
+async fn tunnels_get_one_shutdown_grace_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An HTTP/1 backend that accepts any CONNECT and then holds the tunnel open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        loop {
+            let (mut io, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match io.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                // Hold the tunnel until the proxy closes it.
+                let _ = io.read(&mut buf).await;
+            });
+        }
+    });
+    let yaml = format!(
+        "{}server:\n  shutdownGracePeriod: 1s\n",
+        config(
+            "http1",
+            backend_addr,
+            "      - backendRefs: [{ name: b }]\n"
+        )
+    );
+    let mut proxy = Proxy::start(&yaml, &[]);
+    let mut raw = RawH2::connect(proxy.addr).await;
+    raw.send_headers(
+        1,
+        &[
+            (":method", "CONNECT"),
+            (":authority", "backend.example:443"),
+        ],
+        false,
+    )
+    .await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(f) = raw.read_frame().await {
+            if f.kind == raw_h2::HEADERS && f.stream == 1 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(answered, Ok(true), "the tunnel is up");
+    // And an HTTP/1.1 tunnel beside it (its connection is no longer the server's once
+    // upgraded: only the tunnels' drain ends it).
+    let mut h1 = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    h1.write_all(b"CONNECT backend.example:443 HTTP/1.1\r\nhost: backend.example:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), h1.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &answer[..n]
+    );
+    let started = tokio::time::Instant::now();
+    proxy.sigterm();
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy exited");
+    assert_eq!(status.code(), Some(0));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1800),
+        "one grace period (1 s), not two: {took:?}"
+    );
+    backend.abort();
+}

@@ -264,13 +264,21 @@ async fn serve(mut config: Config, exit_log: &mut Option<AccessLogWriter>) -> i3
     ready.set_ready();
     let grace = config.server.shutdown_grace_period.0;
     let draining = ready.clone();
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let at = signalled.clone();
     let signal = async move {
         shutdown_signal().await;
+        let _ = at.set(tokio::time::Instant::now());
         // Draining: `/ready` answers 503 so load balancers stop sending new requests.
         draining.set_not_ready();
     };
     server::serve(listener, built.service, params, observer, signal, grace).await;
-    built.tunnels.drain(grace).await;
+    // One grace period for connections and tunnels together: an HTTP/2 connection carrying a
+    // tunnel stays open until the tunnel ends, so the server's wait may have used it all.
+    let left = signalled.get().map_or(grace, |at: &tokio::time::Instant| {
+        grace.saturating_sub(at.elapsed())
+    });
+    built.tunnels.drain(left).await;
     access_log.flush_blocking();
     gauges.abort();
     sampler.abort();

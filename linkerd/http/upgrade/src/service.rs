@@ -295,6 +295,14 @@ fn finish<B: Default>(
             // layers above tell from one this layer made up.
             Response::from_parts(parts, body)
         }
+        Kind::Extended { .. } if status.is_success() => {
+            // The HTTP/1 upstream declined the upgrade with a 2xx, which would tell an HTTP/2
+            // client that its extended CONNECT succeeded (RFC 8441 section 5): no tunnel can
+            // be made of it.
+            ProxyError::upstream_cannot_tunnel()
+                .with_source(NoUpgrade("the upstream declined the upgrade with a 2xx"))
+                .to_response(protocol)
+        }
         Kind::Upgrade { .. } | Kind::Connect { .. } | Kind::Extended { .. } => {
             // The upstream declined: an ordinary response, and the client's connection
             // carries on (hyper drops the unused upgrade).

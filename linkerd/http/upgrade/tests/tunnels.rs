@@ -345,3 +345,34 @@ async fn drain_closes_open_tunnels() {
     .await
     .expect("the test finishes in time");
 }
+
+#[tokio::test]
+async fn a_bridged_upgrade_declined_with_2xx_is_502() {
+    // The HTTP/1 upstream answers the upgrade with an ordinary 200: to an HTTP/2 client a 2xx
+    // would say its extended CONNECT succeeded.
+    let backend = serve_fn(Proto::Http1, false, |_req| async move {
+        Ok(http::Response::new(boxed(http_body_util::Full::new(
+            Bytes::from_static(b"nope!"),
+        ))))
+    })
+    .await;
+    let proxy = proxy(Proto::Http2, Upstream::Http1(backend.addr)).await;
+    let client = h2_connect::<Empty<Bytes>>(proxy.addr).await;
+    client.wait_connect_protocol().await;
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .version(Version::HTTP_2)
+        .uri(format!("http://{}/chat", proxy.addr))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let rsp = timeout(STEP, client.send(req))
+        .await
+        .expect("in time")
+        .expect("a response, not a reset");
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(rsp.headers()["l5d-proxy-error"], "upstream cannot tunnel");
+    assert_eq!(proxy.tunnels.active(), 0, "no tunnel");
+}
