@@ -1281,6 +1281,93 @@ async fn error_upstream_cannot_tunnel() {
     task.abort();
 }
 
+/// An HTTP/2-only server that advertises extended CONNECT (RFC 8441) and echoes the bytes of
+/// each tunnel it accepts (200 to a CONNECT).
+async fn h2_with_extended_connect() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        // Bounded by the test: the task is aborted when the test ends.
+        while let Ok((io, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |mut req: Request<hyper::body::Incoming>| async move {
+                        if req.method() == http::Method::CONNECT {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(up) = on.await {
+                                    let mut io = hyper_util::rt::TokioIo::new(up);
+                                    let (mut r, mut w) = tokio::io::split(&mut io);
+                                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                                }
+                            });
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::new(Empty::<Bytes>::new()),
+                        )
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .enable_connect_protocol()
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                        .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// DESIGN.md 4.1: an Upgrade routed to an `http2` backend that advertises extended CONNECT is
+/// sent as one, and the tunnel carries bytes both ways (the HTTP/1.1 client gets its 101).
+#[tokio::test]
+async fn upgrade_to_an_http2_backend_with_extended_connect_tunnels() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, task) = h2_with_extended_connect().await;
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            addr,
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    wait_ready(&proxy, "b", 1.0).await;
+    let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    io.write_all(
+        b"GET /chat HTTP/1.1\r\nhost: example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = io.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the answer: {:?}", String::from_utf8_lossy(&head));
+            head.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("answered in time");
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "the accept value for the client's key: {head}"
+    );
+    io.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echoed = [0u8; 23];
+    tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut echoed))
+        .await
+        .expect("echoed in time")
+        .unwrap();
+    assert_eq!(&echoed, b"ping through the tunnel");
+    task.abort();
+}
+
 #[tokio::test]
 async fn error_bad_request() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -289,9 +289,9 @@ fn rule_stack(
         .filter_map(|r| {
             let handle = backends.get(r.name.as_str())?.clone();
             // An `http2` backend: its resets are mapped (DESIGN.md section 5) and counted.
-            // The pooled HTTP/2 client does not expose the upstream's extended CONNECT
-            // setting: tunnels to it are answered 502 `upstream cannot tunnel` (DESIGN.md
-            // 4.1) rather than sent as a plain request. An `http1` backend has no streams to
+            // Tunnels to it become extended CONNECT streams on the endpoint's connection,
+            // which answers 502 `upstream cannot tunnel` when its upstream does not advertise
+            // extended CONNECT (DESIGN.md 4.1). An `http1` backend has no streams to
             // reset, and hyper's HTTP/1 client already fails a body shorter than its
             // `content-length`, which is all the reset layer would check on it: without the
             // layer, its errors and bodies reach the layers above unchanged, for 1-3k fewer
@@ -303,7 +303,7 @@ fn rule_stack(
                         .layer(linkerd_http_h2::H2ResetLayer::with_hook(ResetHook(
                             metrics.clone(),
                         )))
-                        .service(ExtendedConnect::new(handle, ConnectProtocolFlag::new())),
+                        .service(ExtendedConnect::new(handle, tunnels_always())),
                 )
             } else {
                 Either::Right(
@@ -452,6 +452,15 @@ fn replay_extensions(head: &http::request::Parts) -> http::Extensions {
         replay.insert(linkerd_http_upgrade::AbsoluteForm);
     }
     replay
+}
+
+/// The extended CONNECT flag the rules' `http2` backends are wrapped with: always on, as the
+/// endpoint decides, on the connection it sends the tunnel on (its upstream's setting, read
+/// there; 502 `upstream cannot tunnel` when it is off).
+fn tunnels_always() -> ConnectProtocolFlag {
+    let flag = ConnectProtocolFlag::new();
+    flag.set(true);
+    flag
 }
 
 /// Records the resets received from HTTP/2 upstreams in `http_stream_resets_total`

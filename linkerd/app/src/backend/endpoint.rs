@@ -207,9 +207,10 @@ impl Endpoint {
                     .map_err(|error| send_error(&health, error))
             });
         }
-        if let Some(conn) = &self.h2
-            && req.method() != http::Method::CONNECT
-        {
+        if let Some(conn) = &self.h2 {
+            if req.method() == http::Method::CONNECT {
+                return Box::pin(send_h2_tunnel(conn.clone(), self.health.clone(), req));
+            }
             return Box::pin(send_h2(conn.clone(), self.health.clone(), req, self.addr));
         }
         absolute_uri(&mut req, self.addr);
@@ -295,6 +296,26 @@ async fn send_h2(
     };
     result
         .map(|rsp| without_content(head, boxed_response(rsp)))
+        .map_err(|error| send_error(&health, error))
+}
+
+/// Sends a tunnel (a CONNECT, extended or plain) on the endpoint's HTTP/2 connection when its
+/// upstream advertises extended CONNECT (DESIGN.md 4.1), else answers 502 `upstream cannot
+/// tunnel`.
+async fn send_h2_tunnel(
+    conn: Arc<H2Conn>,
+    health: Arc<Health>,
+    mut req: Request<BoxBody>,
+) -> Result<Response<BoxBody>, BoxError> {
+    match conn.tunnels_enabled().await {
+        Ok(true) => {}
+        Ok(false) => return Err(ProxyError::upstream_cannot_tunnel().into()),
+        Err(error) => return Err(send_error(&health, error)),
+    }
+    *req.version_mut() = Version::HTTP_2;
+    conn.send(req)
+        .await
+        .map(boxed_response)
         .map_err(|error| send_error(&health, error))
 }
 

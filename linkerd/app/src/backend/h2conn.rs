@@ -12,6 +12,7 @@ use hyper::{
     client::conn::http2::{self, SendRequest},
 };
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use linkerd_http_upgrade::{ConnectProtocolFlag, WatchConnectProtocol};
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -26,6 +27,8 @@ pub(crate) struct H2Conn {
     current: Mutex<Option<SendRequest<BoxBody>>>,
     /// Held while dialling, so concurrent requests share one new connection.
     dialling: tokio::sync::Mutex<()>,
+    /// Whether the current connection's upstream advertises extended CONNECT (RFC 8441).
+    tunnels: ConnectProtocolFlag,
 }
 
 // === impl H2Conn ===
@@ -37,7 +40,22 @@ impl H2Conn {
             connect_timeout,
             current: Mutex::new(None),
             dialling: tokio::sync::Mutex::new(()),
+            tunnels: ConnectProtocolFlag::new(),
         })
+    }
+
+    /// Whether a tunnel (CONNECT) can be sent on the endpoint's connection: dials one when
+    /// there is none, and waits a little for the upstream's first SETTINGS (which follow its
+    /// handshake) to say whether it takes extended CONNECT.
+    pub(crate) async fn tunnels_enabled(&self) -> Result<bool, SendError> {
+        self.sender().await?;
+        for _ in 0..TUNNEL_SETTINGS_WAITS {
+            if self.tunnels.is_enabled() {
+                return Ok(true);
+            }
+            tokio::time::sleep(TUNNEL_SETTINGS_WAIT).await;
+        }
+        Ok(self.tunnels.is_enabled())
     }
 
     /// Sends `req` on the endpoint's connection (dialling one when needed). A request the
@@ -110,17 +128,27 @@ impl H2Conn {
     }
 
     async fn connect(&self) -> Result<SendRequest<BoxBody>, SendError> {
-        super::h1pool::open(self.addr, self.connect_timeout, |io| {
-            http2::Builder::new(TokioExecutor::new())
+        let tunnels = self.tunnels.clone();
+        tunnels.set(false);
+        super::h1pool::open(self.addr, self.connect_timeout, |io| async move {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 // As much as the proxy's server takes from clients (hyper's 16 KiB default
                 // failed larger answers that HTTP/1 upstreams could send).
                 .max_header_list_size(MAX_HEADER_LIST_SIZE)
                 .handshake(io)
+                .await?;
+            // Driven through the watcher: it records the upstream's extended CONNECT setting.
+            Ok((tx, WatchConnectProtocol::new(conn, tunnels)))
         })
         .await
     }
 }
+
+/// How long a tunnel waits, at most, for a new connection's SETTINGS to say whether the
+/// upstream takes extended CONNECT (`TUNNEL_SETTINGS_WAITS` x `TUNNEL_SETTINGS_WAIT`).
+const TUNNEL_SETTINGS_WAITS: u32 = 20;
+const TUNNEL_SETTINGS_WAIT: Duration = Duration::from_millis(5);
 
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` for upstream responses: the server side's limit
 /// (`linkerd_http_h2`'s defaults, 64 KiB).
