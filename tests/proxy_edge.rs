@@ -157,9 +157,9 @@ async fn check_row(proxy: &Proxy, row: &Row) {
     }
 }
 
-/// Waits (up to 5 s) for `n` access-log lines (JSON on the proxy's stderr) and asserts that
-/// each names route `r` and backend `b`: a timeout answer still says where the request went.
-async fn assert_logged_route_and_backend(proxy: &Proxy, n: usize) {
+/// The access-log lines (JSON on the proxy's stderr) printed so far, waiting up to 5 s for
+/// `n` of them.
+async fn access_lines(proxy: &Proxy, n: usize) -> Vec<serde_json::Value> {
     let mut lines = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while lines.len() < n && tokio::time::Instant::now() < until {
@@ -172,6 +172,13 @@ async fn assert_logged_route_and_backend(proxy: &Proxy, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    lines
+}
+
+/// Waits (up to 5 s) for `n` access-log lines (JSON on the proxy's stderr) and asserts that
+/// each names route `r` and backend `b`: a timeout answer still says where the request went.
+async fn assert_logged_route_and_backend(proxy: &Proxy, n: usize) {
+    let lines = access_lines(proxy, n).await;
     assert_eq!(lines.len(), n, "{lines:#?}");
     for v in &lines {
         assert_eq!(v["route"], "r", "{v}");
@@ -341,18 +348,7 @@ async fn a_body_complete_by_length_is_no_cancel() {
         "{:#?}",
         statuses(&scrape)
     );
-    let mut lines = Vec::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while lines.len() < 3 && tokio::time::Instant::now() < until {
-        lines.extend(
-            proxy
-                .stderr_lines()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v.get("uri").is_some()),
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines = access_lines(&proxy, 3).await;
     assert_eq!(lines.len(), 3, "{lines:#?}");
     for v in &lines {
         assert_eq!(v["status"], 200, "{v}");
@@ -1213,30 +1209,9 @@ async fn error_upstream_reset_before_headers() {
     );
 }
 
-/// An HTTP/2-only server without extended CONNECT, answering 200 to anything.
-async fn h2_without_extended_connect() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        // Bounded by the test: the task is aborted when the test ends.
-        while let Ok((io, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new()))
-                });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
-                        .await;
-            });
-        }
-    });
-    (addr, task)
-}
-
 #[tokio::test]
 async fn error_upstream_cannot_tunnel() {
-    let (addr, task) = h2_without_extended_connect().await;
+    let (addr, task) = h2_backend(false).await;
     let proxy = Proxy::start(
         &config(
             "http2",
@@ -1281,9 +1256,9 @@ async fn error_upstream_cannot_tunnel() {
     task.abort();
 }
 
-/// An HTTP/2-only server that advertises extended CONNECT (RFC 8441) and echoes the bytes of
-/// each tunnel it accepts (200 to a CONNECT).
-async fn h2_with_extended_connect() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// An HTTP/2-only server answering 200 to anything; with `extended_connect` it advertises
+/// extended CONNECT (RFC 8441) and echoes the bytes of each tunnel it accepts.
+async fn h2_backend(extended_connect: bool) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -1307,11 +1282,14 @@ async fn h2_with_extended_connect() -> (SocketAddr, tokio::task::JoinHandle<()>)
                         )
                     },
                 );
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .enable_connect_protocol()
-                        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
-                        .await;
+                let mut builder =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                if extended_connect {
+                    builder.enable_connect_protocol();
+                }
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                    .await;
             });
         }
     });
@@ -1323,7 +1301,7 @@ async fn h2_with_extended_connect() -> (SocketAddr, tokio::task::JoinHandle<()>)
 #[tokio::test]
 async fn upgrade_to_an_http2_backend_with_extended_connect_tunnels() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (addr, task) = h2_with_extended_connect().await;
+    let (addr, task) = h2_backend(true).await;
     let proxy = Proxy::start(
         &config(
             "http2",
@@ -1821,18 +1799,7 @@ async fn abandon_body(protocol: ServerProtocol) {
         "{:#?}",
         statuses(&scrape)
     );
-    let mut lines = Vec::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while lines.len() < 2 && tokio::time::Instant::now() < until {
-        lines.extend(
-            proxy
-                .stderr_lines()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v.get("uri").is_some()),
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines = access_lines(&proxy, 2).await;
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for v in &lines {
         assert_eq!(v["status"], 0, "{v}");
@@ -1931,18 +1898,7 @@ async fn a_request_cancelled_during_a_retry_is_logged_and_counted_in_full() {
     tokio::time::sleep(Duration::from_millis(460)).await;
     drop(rsp); // h2 resets the stream with CANCEL
     drop(_send);
-    let mut lines = Vec::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while lines.is_empty() && tokio::time::Instant::now() < until {
-        lines.extend(
-            proxy
-                .stderr_lines()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v["uri"].as_str().is_some_and(|u| u.ends_with("/cancelled"))),
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines = access_lines(&proxy, 1).await;
     let [line] = lines.as_slice() else {
         panic!("one line: {lines:#?}");
     };
