@@ -1870,6 +1870,77 @@ async fn requests_cut_at_the_end_of_the_grace_period_are_logged() {
     }
 }
 
+/// After the response headers too: an HTTP/1.1 client that abandons its request body while
+/// an HTTP/2 upstream's response is still coming is `CANCEL` with the status sent, not an
+/// upstream `RESET` (hyper resets the upstream stream itself when the body it sends fails),
+/// and no reset is counted as received.
+#[tokio::test]
+async fn an_http1_client_abandoning_its_body_after_the_headers_is_a_cancel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers at once, without reading the request body, and sends its body slowly.
+    let backend = TestServer::serve(ServerProtocol::Http2, |_req| async {
+        let mut body = linkerd_http_test_util::MockBody::new();
+        for _ in 0..50 {
+            body = body.data("0123456789").delay(Duration::from_millis(100));
+        }
+        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+    })
+    .await
+    .unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http2",
+            backend.addr(),
+            "      - backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    io.write_all(
+        b"POST /abandoned HTTP/1.1\r\nhost: example.com\r\n\
+          content-length: 100000\r\n\r\nabc",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = io.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the response head");
+            head.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the response headers in time");
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    io.shutdown().await.unwrap();
+    let cancelled = [
+        ("route_name", "r"),
+        ("http_status", "200"),
+        ("error", "CANCEL"),
+    ];
+    let scrape = proxy
+        .scrape_until(|s| s.sum(STATUSES, &cancelled) >= 1.0)
+        .await;
+    assert_eq!(
+        scrape.sum(STATUSES, &cancelled),
+        1.0,
+        "{:#?}",
+        statuses(&scrape)
+    );
+    assert_eq!(
+        scrape.sum("http_stream_resets_total", &[("direction", "inbound")]),
+        0.0,
+        "the upstream reset nothing"
+    );
+}
+
 /// A client that goes away before the response headers (HTTP/2 RST_STREAM CANCEL, during a
 /// retry): the access-log line still names the route, the backend the attempt in flight went
 /// to and the attempts made, and the retries made before it are counted

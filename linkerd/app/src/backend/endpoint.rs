@@ -341,7 +341,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut rsp = rsp.map(|b| b.map_err(Into::into).boxed_unsync());
+    let mut rsp = rsp.map(|b| b.map_err(body_error).boxed_unsync());
     crate::presized::response(rsp.extensions_mut());
     rsp
 }
@@ -357,6 +357,17 @@ fn send_error(health: &Health, error: SendError) -> BoxError {
         SendError::Http(error) => upstream_error(health, error.into()),
         SendError::Polled => ProxyError::internal().with_source(error).into(),
     }
+}
+
+/// An upstream response body's error: a stream reset hyper sent itself (the request body it
+/// was sending failed: the client went away, after the response headers) is the client's
+/// `CANCEL`, not an upstream reset.
+fn body_error<E: Into<BoxError>>(error: E) -> BoxError {
+    let error = error.into();
+    if reset_by_us(&*error) {
+        return ProxyError::cancel().with_source(error).into();
+    }
+    error
 }
 
 /// Whether the chain holds an HTTP/2 stream reset this side sent (not the upstream, not the

@@ -157,12 +157,13 @@ pub(crate) fn map_error<H: OnReset>(error: BoxError, hook: &H) -> BoxError {
     }
     match find_h2_reason(&*error) {
         Some(reason) => {
-            // A reset h2 made itself on this side (the upstream broke a protocol limit:
-            // too many empty DATA frames, headers too large) was not received from the
-            // upstream: the client's reset is still counted, no inbound one.
+            // A reset made on this side (h2 on an upstream's protocol abuse: too many
+            // empty DATA frames, headers too large; hyper when the request body it sends
+            // fails) was not received from the upstream: the client's reset is still
+            // counted, no inbound one.
             let ours = linkerd_http_classify::chain(&*error)
                 .filter_map(|e| e.downcast_ref::<h2::Error>())
-                .any(h2::Error::is_library);
+                .any(|e| e.is_library() || (e.is_reset() && !e.is_remote()));
             let reset = StreamReset::new(reason, Some(error));
             if !ours {
                 hook.on_reset(ResetDirection::Inbound, reason);
