@@ -109,15 +109,7 @@ async fn websocket_http2_extended_connect_to_http1() {
     client.wait_connect_protocol().await;
     for server_closes in [false, true] {
         timeout(STEP, async {
-            let mut req = Request::builder()
-                .method(Method::CONNECT)
-                .version(Version::HTTP_2)
-                .uri(format!("http://{}/chat", proxy.addr))
-                .header("sec-websocket-version", "13")
-                .body(Empty::<Bytes>::new())
-                .unwrap();
-            req.extensions_mut()
-                .insert(hyper::ext::Protocol::from_static("websocket"));
+            let req = websocket_extended_connect(proxy.addr);
             let mut rsp = client.send(req).await.expect("response");
             assert_eq!(
                 rsp.status(),
@@ -165,15 +157,7 @@ async fn websocket_bad_accept_from_upstream_is_502() {
     let proxy = proxy(Proto::Http2, Upstream::Http1(backend.addr)).await;
     let client = h2_connect::<Empty<Bytes>>(proxy.addr).await;
     client.wait_connect_protocol().await;
-    let mut req = Request::builder()
-        .method(Method::CONNECT)
-        .version(Version::HTTP_2)
-        .uri(format!("http://{}/chat", proxy.addr))
-        .header("sec-websocket-version", "13")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    req.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let req = websocket_extended_connect(proxy.addr);
     let rsp = timeout(STEP, client.send(req))
         .await
         .expect("in time")
@@ -359,15 +343,7 @@ async fn a_bridged_upgrade_declined_with_2xx_is_502() {
     let proxy = proxy(Proto::Http2, Upstream::Http1(backend.addr)).await;
     let client = h2_connect::<Empty<Bytes>>(proxy.addr).await;
     client.wait_connect_protocol().await;
-    let mut req = Request::builder()
-        .method(Method::CONNECT)
-        .version(Version::HTTP_2)
-        .uri(format!("http://{}/chat", proxy.addr))
-        .header("sec-websocket-version", "13")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    req.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let req = websocket_extended_connect(proxy.addr);
     let rsp = timeout(STEP, client.send(req))
         .await
         .expect("in time")
@@ -375,4 +351,18 @@ async fn a_bridged_upgrade_declined_with_2xx_is_502() {
     assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(rsp.headers()["l5d-proxy-error"], "upstream cannot tunnel");
     assert_eq!(proxy.tunnels.active(), 0, "no tunnel");
+}
+
+/// An HTTP/2 client's extended CONNECT (RFC 8441) for a WebSocket at `/chat` on `addr`.
+fn websocket_extended_connect(addr: std::net::SocketAddr) -> Request<Empty<Bytes>> {
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .version(Version::HTTP_2)
+        .uri(format!("http://{addr}/chat"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    req
 }
