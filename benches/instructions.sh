@@ -5,7 +5,7 @@
 # cache misses, so it ranks user-space changes, not whole-process CPU; `-c` adds callgrind's
 # cache simulation, which counts those misses too.
 #
-# usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] [-a] TARGET...
+# usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-d FILE] [-k DIR] [-c] [-a] TARGET...
 #   TARGET is BINARY[:CONFIG] (a proxy binary, CONFIG defaults to benches/proxy.yaml) or
 #   `passthrough` (or `passthrough:BINARY`). Example, before and after a change:
 #     cp target/release/examples/proxy /tmp/proxy-before   # ... change, rebuild ...
@@ -14,6 +14,8 @@
 #   -s: h2c streams per connection (default 32, as benches/load.sh; `-s 1` keeps only 16
 #       requests in flight, where whatever touches cold memory per request stands out).
 #   -n: requests measured (default 4000), after 2,000 warm-up requests that are not counted.
+#   -d: send FILE as every request's body (a POST; h2load's `-d`), to measure the body path
+#       (with `benches/proxy.yaml` the retry layer buffers bodies up to 64 KiB for replay).
 #   -k: keep each target's callgrind file in DIR (for callgrind_annotate or a per-function
 #       breakdown).
 #   -c: simulate the caches (64 KiB 8-way L1d, 1 MiB 16-way last level: this machine's L1d
@@ -47,13 +49,15 @@ PROTO=h1
 REQUESTS=4000
 STREAMS=32
 KEEP=
+DATA=()
 CACHE=()
 ATOMICS=
-while getopts "p:s:n:k:ca" opt; do
+while getopts "p:s:n:d:k:ca" opt; do
     case $opt in
         p) PROTO=$OPTARG ;;
         s) STREAMS=$OPTARG ;;
         n) REQUESTS=$OPTARG ;;
+        d) DATA=(-d "$OPTARG") ;;
         k) KEEP=$OPTARG ;;
         c) CACHE=(--cache-sim=yes --D1=65536,8,64 --LL=1048576,16,64) ;;
         a) ATOMICS=1 ;;
@@ -63,10 +67,10 @@ done
 shift $((OPTIND - 1))
 [[ $# -gt 0 && "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -gt 0 && "$STREAMS" =~ ^[0-9]+$ &&
     "$STREAMS" -gt 0 ]] ||
-    { echo "usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-k DIR] [-c] [-a] TARGET..." >&2; exit 2; }
+    { echo "usage: benches/instructions.sh [-p h1|h2c] [-s STREAMS] [-n REQUESTS] [-d FILE] [-k DIR] [-c] [-a] TARGET..." >&2; exit 2; }
 case $PROTO in
-    h1) LOAD=(--h1 -c16) ;;
-    h2c) LOAD=(-c16 -m"$STREAMS") ;;
+    h1) LOAD=(--h1 -c16 "${DATA[@]}") ;;
+    h2c) LOAD=(-c16 -m"$STREAMS" "${DATA[@]}") ;;
     *) echo "-p must be h1 or h2c" >&2; exit 2 ;;
 esac
 missing=()

@@ -14,7 +14,9 @@
 # 2. Builds `proxy` and `passthrough` instrumented (`-Cprofile-generate`) in target/pgo-gen.
 # 3. Trains each on the same load, pinned as in load.sh (target on core 0, load generator and
 #    backend on core 1), through the plain release build of bench_backend: `wrk -t1 -c64 -d4s`
-#    (HTTP/1.1), then `h2load -c16 -m32 -n100000` (h2c); the proxy with benches/proxy.yaml.
+#    (HTTP/1.1), then `h2load -c16 -m32 -n100000` (h2c); the proxy with benches/proxy.yaml;
+#    then a shorter round of both (`-d2s`, `-n50000`) with the backend reached over HTTP/2
+#    (the same config with `protocol: http2`; passthrough with `--upstream-http2`).
 #    Each target exits on SIGTERM through `exit`, which writes its profile.
 # 4. Builds each example with its own profile (`-Cprofile-use`, target/pgo/NAME.profdata) in
 #    target/pgo-use-NAME, and copies the binaries to target/pgo/bin.
@@ -79,27 +81,40 @@ GEN=$ROOT/target/pgo-gen/release/examples
 # shellcheck source=benches/target.sh
 source "$ROOT/benches/target.sh"
 bench_setup pgo
-for name in proxy passthrough; do
-    target=$GEN/proxy
-    [[ "$name" == passthrough ]] && target=passthrough:$GEN/passthrough
-    log "training $name"
-    export LLVM_PROFILE_FILE="$PGO_DIR/train/$name-%p.profraw"
-    start_target "$target" taskset -c 0
+# The same benchmark config with an HTTP/2 (h2c) backend, for the second training round.
+sed 's/protocol: http1/protocol: http2/' "$ROOT/benches/proxy.yaml" >"$TMP/proxy-h2.yaml"
+# train NAME TARGET WRK_SECONDS H2_REQUESTS: one training round of NAME's build.
+train() {
+    log "training $1 ($2)"
+    export LLVM_PROFILE_FILE="$PGO_DIR/train/$1-%p.profraw"
+    start_target "$2" taskset -c 0
     unset LLVM_PROFILE_FILE
-    pid=$TARGET_PID
+    local pid=$TARGET_PID
     PIDS+=("$pid")
-    taskset -c 1 timeout 60 wrk -t1 -c64 -d4s http://127.0.0.1:18082/ >&2
-    taskset -c 1 timeout 120 h2load -c16 -m32 -n100000 http://127.0.0.1:18082/ |
+    taskset -c 1 timeout 60 wrk -t1 -c64 -d"$3"s http://127.0.0.1:18082/ >&2
+    taskset -c 1 timeout 120 h2load -c16 -m32 -n"$4" http://127.0.0.1:18082/ |
         grep -E '^(finished|requests):' >&2
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
+}
+for name in proxy passthrough; do
+    target=$GEN/proxy
+    [[ "$name" == passthrough ]] && target=passthrough:$GEN/passthrough
+    train "$name" "$target" 4 100000
+    # Then a shorter round forwarding to the backend over HTTP/2 (both targets), so a
+    # config with an `http2` backend runs profiled code too.
+    if [[ "$name" == passthrough ]]; then
+        PASSTHROUGH_ARGS=--upstream-http2 train "$name" "$target" 2 50000
+    else
+        train "$name" "$target:$TMP/proxy-h2.yaml" 2 50000
+    fi
 done
 
 shopt -s nullglob
 if [[ $COMMIT == true ]]; then
     raw=("$PGO_DIR/train/"*.profraw)
-    if ((${#raw[@]} < 2)); then
-        log "the targets wrote ${#raw[@]} profiles, expected 2"
+    if ((${#raw[@]} < 4)); then
+        log "the targets wrote ${#raw[@]} profiles, expected 4"
         exit 1
     fi
     mkdir -p "$ROOT/pgo"

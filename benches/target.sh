@@ -34,7 +34,8 @@ target_binary() {
 # forwarding to the backend on 127.0.0.1:18080, logs to $TMP/target.log (target-PORT.log for
 # another port), and waits (up to 30 s) until it accepts connections; sets TARGET_PID. TARGET is BINARY[:CONFIG] (a proxy binary; CONFIG defaults to
 # benches/proxy.yaml, its access log redirected into $TMP) or `passthrough` (or
-# `passthrough:BINARY`). Needs ROOT, BIN and TMP.
+# `passthrough:BINARY`; PASSTHROUGH_ARGS adds flags to it, e.g. `--upstream-http2` to compare
+# with a config whose backend is `protocol: http2`). Needs ROOT, BIN and TMP.
 start_target() {
     local target=$1
     shift
@@ -42,7 +43,8 @@ start_target() {
     bin=$(target_binary "$target")
     [[ "$port" == 18082 ]] || suffix=-$port
     if [[ "$target" == passthrough || "$target" == passthrough:* ]]; then
-        "$@" "$bin" --listen "127.0.0.1:$port" --upstream 127.0.0.1:18080 \
+        # shellcheck disable=SC2086 # PASSTHROUGH_ARGS: extra flags, e.g. --upstream-http2
+        "$@" "$bin" --listen "127.0.0.1:$port" --upstream 127.0.0.1:18080 ${PASSTHROUGH_ARGS:-} \
             >"$TMP/target$suffix.log" 2>&1 &
     else
         local config=$ROOT/benches/proxy.yaml

@@ -1159,6 +1159,24 @@ async fn error_upstream_reset_before_headers() {
         .expect_err("gRPC: reset");
     assert_eq!(err.reason(), Some(h2::Reason::REFUSED_STREAM), "{err}");
 
+    // gRPC client over HTTP/1.1: no stream to reset, so an answer: 200 with UNAVAILABLE,
+    // counted as such (not as a reset with no status).
+    let req = Request::post("/x.Y/Z")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header(reset[0].0, "INTERNAL_ERROR")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let rsp = h1.send(req).await.unwrap();
+    assert_eq!(rsp.status(), 200, "gRPC over HTTP/1.1: an answer");
+    assert_eq!(rsp.headers()["grpc-status"], "14");
+    let grpc_h1_labels = [
+        ("route_name", "r"),
+        ("http_status", "200"),
+        ("grpc_status", "UNAVAILABLE"),
+        ("error", "RESET"),
+    ];
+
     let h1_labels = [
         ("route_name", "r"),
         ("http_status", "502"),
@@ -1174,6 +1192,7 @@ async fn error_upstream_reset_before_headers() {
     let scrape = proxy
         .scrape_until(|s| {
             s.get(STATUSES, &h1_labels) == Some(1.0)
+                && s.get(STATUSES, &grpc_h1_labels) == Some(1.0)
                 && s.sum(STATUSES, &[("http_status", ""), ("error", "RESET")]) == 2.0
         })
         .await;
@@ -1181,6 +1200,12 @@ async fn error_upstream_reset_before_headers() {
         scrape.get(STATUSES, &h1_labels),
         Some(1.0),
         "HTTP/1: RESET with 502: {:#?}",
+        statuses(&scrape)
+    );
+    assert_eq!(
+        scrape.get(STATUSES, &grpc_h1_labels),
+        Some(1.0),
+        "gRPC over HTTP/1.1: RESET with 200 and UNAVAILABLE: {:#?}",
         statuses(&scrape)
     );
     assert_eq!(

@@ -817,3 +817,92 @@ async fn an_answer_reset_at_once_still_delivers_its_head() {
         );
     }
 }
+
+/// An HTTP/2 upstream's first connection that takes the preface and the first request's
+/// HEADERS, then answers with a graceful GOAWAY naming stream 0 as the last it processed: the
+/// request was never processed (RFC 9113 section 6.8).
+async fn refuse_with_goaway(mut tcp: TcpStream) {
+    const SETTINGS: u8 = 0x4;
+    const HEADERS: u8 = 0x1;
+    let mut preface = [0u8; 24];
+    if tcp.read_exact(&mut preface).await.is_err() {
+        return;
+    }
+    // An empty SETTINGS frame.
+    let _ = tcp.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]).await;
+    loop {
+        let mut head = [0u8; 9];
+        if tcp.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        if tcp.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        match head[3] {
+            SETTINGS if head[4] & 1 == 0 => {
+                let _ = tcp.write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0]).await;
+            }
+            HEADERS => break,
+            _ => {}
+        }
+    }
+    // GOAWAY: last stream 0, NO_ERROR.
+    let goaway = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let _ = tcp.write_all(&goaway).await;
+    let mut rest = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(tcp.read(&mut rest).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// A bodiless request an HTTP/2 upstream refused with a graceful GOAWAY (it never processed
+/// it) is sent once more, on a new connection, and the client gets the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_by_a_graceful_goaway_is_sent_again() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let speaking = Arc::new(AtomicUsize::new(0));
+    let counted = speaking.clone();
+    let upstream = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                // The endpoint's readiness probe connects and closes without a word: only
+                // connections that send the preface count.
+                let mut first = [0u8; 1];
+                if !matches!(tcp.peek(&mut first).await, Ok(1)) {
+                    return;
+                }
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return refuse_with_goaway(tcp).await;
+                }
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"second connection")),
+                    ))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::start(&config("http2", &[addr], "", ""), &[]);
+    let mut client = HttpClient::http1(proxy.addr).await.expect("connect");
+    let (status, body, error) = fetch(&mut client, "/").await;
+    assert_eq!(status, StatusCode::OK, "the refused request was sent again");
+    assert_eq!(&body[..], b"second connection");
+    assert_eq!(error, None);
+    assert_eq!(
+        speaking.load(Ordering::SeqCst),
+        2,
+        "one refusing connection, one answering"
+    );
+    upstream.abort();
+}

@@ -14,6 +14,7 @@ use hyper_util::{
 };
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_classify::{ProxyError, ProxyErrorKind, find_proxy_error, is_connect_error};
+use linkerd_http_retry::PackedHead;
 use std::{
     future::Future,
     net::SocketAddr,
@@ -228,16 +229,20 @@ impl Endpoint {
         // An HTTP/2 upstream shutting down gracefully refuses the streams that reach it after
         // its final GOAWAY; they were never processed (RFC 9113 section 6.8), so a bodiless
         // request is sent once more (on another connection).
-        let replay =
-            (self.http2 && http_body::Body::is_end_stream(req.body())).then(|| bodiless_copy(&req));
+        let replay = if self.http2 {
+            Replay::of(&req)
+        } else {
+            Replay(None)
+        };
         let client = self.client.clone();
         let health = self.health.clone();
         Box::pin(async move {
-            let result = match (client.request(req).await, replay) {
-                (Err(error), Some(again)) if refused_by_goaway(&error) => {
-                    client.request(again).await
-                }
-                (result, _) => result,
+            let result = match client.request(req).await {
+                Err(error) if refused_by_goaway(&error) => match replay.request() {
+                    Some(again) => client.request(again).await,
+                    None => Err(error),
+                },
+                result => result,
             };
             result
                 .map(boxed_response)
@@ -286,16 +291,19 @@ async fn send_h2(
     // An HTTP/2 upstream shutting down gracefully refuses the streams that reach it after
     // its final GOAWAY; they were never processed (RFC 9113 section 6.8), so a bodiless
     // request is sent once more, on a new connection.
-    let replay = http_body::Body::is_end_stream(req.body()).then(|| bodiless_copy(&req));
-    let result = match (conn.clone().send(req).await, replay) {
-        (Err(SendError::Http(error)), Some(again)) if refused_by_goaway(&error) => {
-            conn.forget();
-            conn.send(again).await
-        }
-        (result, _) => result,
+    let replay = Replay::of(&req);
+    let result = match conn.clone().send(req).await {
+        Err(SendError::Http(error)) if refused_by_goaway(&error) => match replay.request() {
+            Some(again) => {
+                conn.forget();
+                conn.send(again).await
+            }
+            None => Err(SendError::Http(error)),
+        },
+        result => result,
     };
     result
-        .map(|rsp| without_content(head, boxed_response(rsp)))
+        .map(|rsp| without_content(head, boxed_response(rsp.map(H2ResponseBody::new))))
         .map_err(|error| send_error(&health, error))
 }
 
@@ -344,6 +352,54 @@ where
     let mut rsp = rsp.map(|b| b.map_err(body_error).boxed_unsync());
     crate::presized::response(rsp.extensions_mut());
     rsp
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 upstream's response body that answers `is_end_stream` from what its last
+    /// frame left. hyper's HTTP/2 body takes the connection's lock to answer it, and every
+    /// layer above asks after each frame it forwards (about fourteen times per response):
+    /// this asks once per frame.
+    struct H2ResponseBody {
+        #[pin]
+        inner: hyper::body::Incoming,
+        end: bool,
+    }
+}
+
+impl H2ResponseBody {
+    fn new(inner: hyper::body::Incoming) -> Self {
+        let end = http_body::Body::is_end_stream(&inner);
+        Self { inner, end }
+    }
+}
+
+impl http_body::Body for H2ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        // After an error the body is not at a clean end (hyper's own answer would be yes
+        // for a reset stream); the layers above have the error.
+        *this.end = match &frame {
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => false,
+            None => true,
+        };
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The error a request that got no response reports (DESIGN.md section 5).
@@ -475,14 +531,33 @@ fn join_cookies<B>(req: &mut Request<B>) {
     }
 }
 
-/// A copy of a request whose body is empty.
-fn bodiless_copy(req: &Request<BoxBody>) -> Request<BoxBody> {
-    let mut copy = Request::new(crate::server::empty_body());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
+/// A bodiless request's head, kept to send it once more if a graceful GOAWAY refuses it.
+///
+/// Packed into one buffer rather than cloned: a clone of the header map allocates and takes
+/// a reference on every value, and is walked again when dropped, unread, after the answer
+/// (nearly always). `None` for a request with a body, or one whose head cannot be packed
+/// (a string over 4 GiB).
+struct Replay(Option<(PackedHead, Version)>);
+
+impl Replay {
+    fn of(req: &Request<BoxBody>) -> Self {
+        if !http_body::Body::is_end_stream(req.body()) {
+            return Self(None);
+        }
+        Self(PackedHead::pack(req.method(), req.uri(), req.headers()).map(|h| (h, req.version())))
+    }
+
+    /// The request again, with an empty body.
+    fn request(self) -> Option<Request<BoxBody>> {
+        let (head, version) = self.0?;
+        let (method, uri, headers) = head.unpack()?;
+        let mut req = Request::new(crate::server::empty_body());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = headers;
+        Some(req)
+    }
 }
 
 /// Whether `error` says the upstream's HTTP/1 response head did not parse.

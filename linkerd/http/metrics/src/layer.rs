@@ -93,6 +93,8 @@ pin_project_lite::pin_project! {
         inner: Option<F>,
         done: Option<Done<L, X>>,
         protocol: Protocol,
+        // The client speaks HTTP/2 (an upstream reset is a reset for it, not an answer).
+        h2: bool,
         classify: PackedClassifier,
     }
 
@@ -270,6 +272,7 @@ where
             .get::<Protocol>()
             .copied()
             .unwrap_or_else(|| Protocol::of(&req));
+        let h2 = client_speaks_h2(protocol, req.version());
         let classify = req
             .extensions()
             .get::<ResponseClassifier>()
@@ -294,6 +297,7 @@ where
                 start,
             }),
             protocol,
+            h2,
             classify: classify.into(),
         }
     }
@@ -325,7 +329,7 @@ where
             Err(e) => {
                 let e: BoxError = e.into();
                 let retry = done.extract.retry_of_error(&*e);
-                let class = error_class(*this.protocol, &to_proxy_error(&*e));
+                let class = client_error_class(*this.protocol, *this.h2, &to_proxy_error(&*e));
                 done.finish(&class, retry);
                 Poll::Ready(Err(e))
             }
@@ -344,20 +348,40 @@ where
 /// (DESIGN.md section 5): an upstream reset is a reset for HTTP/2 and gRPC clients (no
 /// status) and a 502 for HTTP/1 clients; gRPC clients get `200` with the error's code;
 /// others the error's status.
+///
+/// It takes gRPC clients to speak HTTP/2; [`client_error_class`] tells a gRPC client over
+/// HTTP/1.1 apart.
 pub fn error_class(protocol: Protocol, err: &ProxyError) -> Class {
-    let reset = err.h2_reset_reason().is_some() && protocol != Protocol::Http1;
+    client_error_class(protocol, protocol != Protocol::Http1, err)
+}
+
+/// [`error_class`] for a client that speaks HTTP/2 (`h2`) or not: an upstream reset resets
+/// an HTTP/2 client's stream (no status), and is answered to any other client, a gRPC client
+/// over HTTP/1.1 with `200` and the error's code.
+pub fn client_error_class(protocol: Protocol, h2: bool, err: &ProxyError) -> Class {
     match protocol {
         // The client went away: nothing was sent.
         _ if err.kind() == linkerd_http_classify::ProxyErrorKind::Cancel => {
             Class::failed(None, None, err.kind())
         }
-        _ if reset => Class::failed(None, None, err.kind()),
+        _ if h2 && err.h2_reset_reason().is_some() => Class::failed(None, None, err.kind()),
         Protocol::Grpc => Class::failed(
             Some(http::StatusCode::OK),
             Some(err.grpc_code()),
             err.kind(),
         ),
         _ => Class::failed(Some(err.http_status()), None, err.kind()),
+    }
+}
+
+/// Whether the client of a request of `protocol` at `version` speaks HTTP/2. The protocol
+/// is the client's (the edge works it out before any layer re-versions the request: an
+/// HTTP/2 extended CONNECT goes on as an HTTP/1.1 upgrade); a gRPC request's version tells.
+fn client_speaks_h2(protocol: Protocol, version: http::Version) -> bool {
+    match protocol {
+        Protocol::Http1 => false,
+        Protocol::Http2 => true,
+        Protocol::Grpc => version == http::Version::HTTP_2,
     }
 }
 

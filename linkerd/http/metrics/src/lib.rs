@@ -90,7 +90,7 @@ mod retry;
 pub use families::{ConnectionGuard, Metrics, RouteFamilies};
 pub use layer::{
     BackendMetrics, BackendMetricsLayer, Instrument, InstrumentLayer, ResponseBody, ResponseFuture,
-    RouteMetrics, RouteMetricsLayer, error_class,
+    RouteMetrics, RouteMetricsLayer, client_error_class, error_class,
 };
 pub(crate) use layer::{Recorder, RetryCounters};
 pub use retry::{ExtractRetry, ReadRetrySummary, RetryStopKind, RetrySummary};

@@ -17,11 +17,23 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, uri};
 /// last-level cache misses per request for a copy that a request without a retry never
 /// reads. A packed copy is one allocation of a few cache lines, freed without being read; a
 /// retry (the rare case) parses the head back.
-pub(crate) struct PackedHead(Box<[u8]>);
+///
+/// ```
+/// use http::{HeaderMap, Method, Uri};
+/// use linkerd_http_retry::PackedHead;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-a", "1".parse().unwrap());
+/// let uri = Uri::from_static("http://example.com/a?b");
+/// let packed = PackedHead::pack(&Method::GET, &uri, &headers).unwrap();
+/// let (method, back, again) = packed.unpack().unwrap();
+/// assert_eq!((method, back, again), (Method::GET, uri, headers));
+/// ```
+pub struct PackedHead(Box<[u8]>);
 
 impl PackedHead {
     /// The head, packed; `None` when a string is longer than `u32::MAX` bytes.
-    pub(crate) fn pack(method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Self> {
+    pub fn pack(method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Self> {
         let parts = uri_parts(uri);
         let uri_len = parts
             .iter()
@@ -60,7 +72,7 @@ impl PackedHead {
     /// request: a URI's parts are accepted by the parsers that made them, [`Method`] takes its
     /// own text back, [`HeaderName::from_bytes`] takes every name's text, and
     /// [`HeaderValue::from_bytes`] accepts exactly the bytes a value may hold.
-    pub(crate) fn unpack(&self) -> Option<(Method, Uri, HeaderMap)> {
+    pub fn unpack(&self) -> Option<(Method, Uri, HeaderMap)> {
         let mut rest = &self.0[..];
         let method = Method::from_bytes(take(&mut rest)?).ok()?;
         let mut parts = uri::Parts::default();
@@ -90,6 +102,14 @@ impl PackedHead {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.len()
+    }
+}
+
+impl std::fmt::Debug for PackedHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedHead")
+            .field("bytes", &self.0.len())
+            .finish()
     }
 }
 

@@ -160,6 +160,7 @@ mod replay;
 
 pub use budget::{Budget, InvalidBudget};
 pub use future::ResponseFuture;
+pub use head::PackedHead;
 pub use layer::{Retry, RetryLayer};
 pub use outcome::{Attempt, DeadlineExceeded, PerTryTimeout, RetryError, RetryOutcome, RetryStop};
 pub use peek::{PeekTrailers, PeekTrailersBody};
