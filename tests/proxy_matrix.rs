@@ -986,6 +986,60 @@ async fn backend_request_timeout_retried_to_success() {
     assert_eq!(n.load(Ordering::SeqCst), 2, "two attempts");
 }
 
+/// A gRPC answer from an HTTP/2 upstream that does not declare its trailers (it need not)
+/// reaches an HTTP/1.1 client with them: the proxy declares gRPC's trailers, which hyper's
+/// HTTP/1 server otherwise drops (the client would lose `grpc-status`).
+#[tokio::test]
+async fn grpc_trailers_reach_http1_clients_undeclared() {
+    let backend = TestServer::serve(
+        ServerProtocol::Http2,
+        |_req: Request<hyper::body::Incoming>| async move {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "14".parse().unwrap());
+            trailers.insert("grpc-message", "try%20later".parse().unwrap());
+            let body = MockBody::new().data(grpc_frame(b"x")).trailers(trailers);
+            let rsp = Response::builder()
+                .header("content-type", "application/grpc")
+                .body(body)
+                .unwrap();
+            Ok::<_, Infallible>(rsp)
+        },
+    )
+    .await
+    .unwrap();
+    let rest = "grpcRoutes:
+  - name: g
+    rules:
+      - backendRefs: [{ name: b }]
+";
+    let proxy = Proxy::start(
+        &config(&backends(&[("b", "http2", &[backend.addr()])]), rest),
+        &[],
+    );
+    let mut client = HttpClient::http1(proxy.addr).await.unwrap();
+    let rsp = client
+        .send(
+            grpc_request("/a.B/C")
+                .header("te", "trailers")
+                .body(Full::new(grpc_frame(b"")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(
+        rsp.headers().get("trailer").map(|v| v.to_str().unwrap()),
+        Some("grpc-status, grpc-message, grpc-status-details-bin")
+    );
+    let body = collect(rsp.into_body()).await.unwrap();
+    assert_eq!(body.data, grpc_frame(b"x"));
+    let trailers = body
+        .trailers
+        .expect("the trailers reach the HTTP/1.1 client");
+    assert_eq!(trailers["grpc-status"], "14");
+    assert_eq!(trailers["grpc-message"], "try%20later");
+}
+
 #[tokio::test]
 async fn grpc_timeout_header_bounds_the_request() {
     let backend = TestServer::backend().await.unwrap();

@@ -59,6 +59,12 @@
 //!   asks for `trailers`, `Transfer-Encoding`, `HTTP2-Settings`, and `Upgrade` unless the
 //!   message is upgrading (see [`strip_hop_by_hop`]). A `2xx` answer to `CONNECT` also loses
 //!   `Content-Length` (RFC 9110 section 9.3.6).
+//! - **gRPC over HTTP/1.1**: an answer to a gRPC request (`content-type: application/grpc*`)
+//!   from an HTTP/1.1 client that accepts trailers (`te: trailers`) declares gRPC's
+//!   trailers (`Trailer: grpc-status, grpc-message, grpc-status-details-bin`) when it
+//!   declares none, has no `Content-Length` and no `grpc-status` among its headers: an
+//!   HTTP/2 upstream need not declare them, and hyper's HTTP/1 server sends only declared
+//!   trailers.
 //! - **`h2c`** (RFC 7540 section 3.2, obsoleted by RFC 9113 section 3.1): an upgrade to
 //!   `h2c` is not forwarded; the request goes on as a plain request without it. `Upgrade` in
 //!   an HTTP/1.0 request is ignored (RFC 9110 section 7.8).

@@ -62,6 +62,10 @@ pin_project! {
 enum Kind {
     /// An ordinary request (or an `h2c` upgrade, which is forwarded as one).
     Plain,
+    /// An ordinary gRPC request from an HTTP/1.1 client that accepts trailers (`te:
+    /// trailers`): the answer declares gRPC's trailers, without which hyper's HTTP/1 server
+    /// drops them (and the client its `grpc-status`).
+    GrpcOverHttp1,
     /// An HTTP/1.1 `Upgrade` request: a `101` answer starts a tunnel.
     Upgrade { server: OnUpgrade },
     /// A `CONNECT`: a `2xx` answer starts a tunnel.
@@ -154,14 +158,24 @@ where
             .copied()
             .unwrap_or_else(|| Protocol::of(&req));
         match prepare(&mut req) {
-            Ok(kind) => ResponseFuture {
-                state: State::Inner {
-                    fut: self.inner.call(req),
-                    kind: Some(kind),
-                    protocol,
-                    tunnels: self.tunnels.clone(),
-                },
-            },
+            Ok(mut kind) => {
+                if matches!(kind, Kind::Plain)
+                    && protocol.is_grpc()
+                    && req.version() == Version::HTTP_11
+                    && req.headers().contains_key(header::TE)
+                {
+                    // (`prepare` left `te` only when it asks for trailers.)
+                    kind = Kind::GrpcOverHttp1;
+                }
+                ResponseFuture {
+                    state: State::Inner {
+                        fut: self.inner.call(req),
+                        kind: Some(kind),
+                        protocol,
+                        tunnels: self.tunnels.clone(),
+                    },
+                }
+            }
             Err(error) => ResponseFuture {
                 state: State::Ready {
                     rsp: Some(error.to_response(protocol)),
@@ -248,6 +262,22 @@ fn finish<B: Default>(
     match kind {
         Kind::Plain => {
             headers::strip_response(rsp.headers_mut(), false);
+            rsp
+        }
+        Kind::GrpcOverHttp1 => {
+            let h = rsp.headers_mut();
+            headers::strip_response(h, false);
+            // A body of known length goes without chunks, so without trailers; a
+            // trailers-only answer has its status in the headers.
+            if !h.contains_key(header::TRAILER)
+                && !h.contains_key(header::CONTENT_LENGTH)
+                && !h.contains_key("grpc-status")
+            {
+                h.insert(
+                    header::TRAILER,
+                    HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"),
+                );
+            }
             rsp
         }
         Kind::Upgrade { server } if status == StatusCode::SWITCHING_PROTOCOLS => {
