@@ -1023,6 +1023,68 @@ async fn error_idle_timeout() {
     assert_logged_route_and_backend(&proxy, 2).await;
 }
 
+/// A stream timeout that cuts a retried request before its headers still says how many
+/// attempts were made: the access log's `attempts` and `retry_requests_total` count the
+/// retry the stream-timeouts layer dropped.
+#[tokio::test]
+async fn stream_timeout_after_a_retry_counts_the_retry() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    for (timeout, label) in [
+        ("responseHeaders", "RESPONSE_HEADERS_TIMEOUT"),
+        ("idle", "IDLE_TIMEOUT"),
+    ] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        // The first attempt is answered 503 (retried), the second past the timeout.
+        let backend = TestServer::serve(
+            ServerProtocol::Auto,
+            move |_req: Request<hyper::body::Incoming>| {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    let status = if n == 0 { 503 } else { 200 };
+                    let rsp = http::Response::builder()
+                        .status(status)
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(rsp)
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let rules = format!(
+            "      - backendRefs: [{{ name: b }}]
+        retry: {{ codes: [503], attempts: 1, backoff: 5ms }}
+        streamTimeouts: {{ {timeout}: 300ms }}
+"
+        );
+        let proxy = Proxy::start(&config("http1", backend.addr(), &rules), &[]);
+        let mut client = HttpClient::http1(proxy.addr).await.unwrap();
+        let rsp = client.get("/").await.unwrap();
+        assert_eq!(rsp.status(), 504, "{timeout}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{timeout}: two attempts");
+        let lines = access_lines(&proxy, 1).await;
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0]["attempts"], 2, "{timeout}: {}", lines[0]);
+        assert_eq!(lines[0]["error"], label, "{timeout}: {}", lines[0]);
+        let retries = [("route_name", "r")];
+        let scrape = proxy
+            .scrape_until(|s| s.sum("outbound_http_route_retry_requests_total", &retries) >= 1.0)
+            .await;
+        assert_eq!(
+            scrape.sum("outbound_http_route_retry_requests_total", &retries),
+            1.0,
+            "{timeout}: the retry is counted"
+        );
+    }
+}
+
 /// Waits until the proxy reports `backend` with `ready` ready endpoints.
 async fn wait_ready(proxy: &Proxy, backend: &str, ready: f64) {
     let labels = [("backend_name", backend), ("state", "ready")];

@@ -222,6 +222,12 @@ pub fn annotate_answer(error: &(dyn std::error::Error + 'static), ext: &mut http
     }
     if let Some(outcome) = linkerd_http_retry::RetryOutcome::from_error(error) {
         ext.insert(outcome);
+    } else if let Some(attempts) = CutShort::find(error).and_then(|n| n.attempts) {
+        // A timer above the retry layer (stream timeouts) cut it: the attempts it made.
+        ext.insert(linkerd_http_retry::RetryOutcome {
+            attempts,
+            stopped: None,
+        });
     }
 }
 

@@ -77,13 +77,17 @@ impl ExtractInfo for ReadRouteInfo {
 
     /// The backend from the `BackendError` in the chain (the weighted split's), else from a
     /// `CutShort` (the attempt a timeout cut noted where it went); attempts from the
-    /// `RetryError` (the retry layer's when its last attempt failed); no route.
+    /// `RetryError` (the retry layer's when its last attempt failed), else from a `CutShort`
+    /// (a timer above the retry layer cut it); no route.
     fn extract_error(&self, error: &(dyn std::error::Error + 'static)) -> ResponseInfo {
+        let cut = CutShort::find(error);
         ResponseInfo {
             backend: linkerd_http_route::BackendError::find(error)
                 .map(|b| b.as_arc().clone())
-                .or_else(|| CutShort::find(error).and_then(|n| n.backend.clone())),
-            attempts: linkerd_http_retry::RetryOutcome::from_error(error).map(|o| o.attempts),
+                .or_else(|| cut.and_then(|n| n.backend.clone())),
+            attempts: linkerd_http_retry::RetryOutcome::from_error(error)
+                .map(|o| o.attempts)
+                .or_else(|| cut.and_then(|n| n.attempts)),
             ..ResponseInfo::default()
         }
     }
@@ -587,5 +591,25 @@ impl BodyState {
         self.record.duration_ms = ms_since(self.start);
         self.record.request_bytes = read_bytes(self.request_bytes.as_deref());
         self.writer.send(self.record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CutShort, ExtractInfo, ReadRouteInfo};
+    use linkerd_http_classify::dropped::DropNote;
+    use std::sync::Arc;
+
+    /// A timer above the retry layer that cut a request leaves the attempts and the backend
+    /// in its error's note: the record takes both from it.
+    #[test]
+    fn a_cut_request_logs_the_noted_attempts_and_backend() {
+        let mut note = DropNote::default();
+        note.backend_or(&Arc::from("b"));
+        note.attempts_or(2);
+        let error = CutShort::wrap(note, "response headers timeout".into());
+        let info = ReadRouteInfo.extract_error(&*error);
+        assert_eq!(info.attempts, Some(2));
+        assert_eq!(info.backend.as_deref(), Some("b"));
     }
 }

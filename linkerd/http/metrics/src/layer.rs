@@ -328,7 +328,15 @@ where
         match result {
             Err(e) => {
                 let e: BoxError = e.into();
-                let retry = done.extract.retry_of_error(&*e);
+                // A timer above the retry layer that cut it (stream timeouts) carries the
+                // attempts it had made in the error's note.
+                let retry = done.extract.retry_of_error(&*e).or_else(|| {
+                    let attempts = linkerd_http_classify::dropped::CutShort::find(&*e)?.attempts?;
+                    Some(RetrySummary {
+                        attempts,
+                        stopped: None,
+                    })
+                });
                 let class = client_error_class(*this.protocol, *this.h2, &to_proxy_error(&*e));
                 done.finish(&class, retry);
                 Poll::Ready(Err(e))
