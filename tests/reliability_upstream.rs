@@ -906,3 +906,70 @@ async fn a_request_refused_by_a_graceful_goaway_is_sent_again() {
     );
     upstream.abort();
 }
+
+/// A request that ends (here by its `timeouts.request`) while the proxy is still writing its
+/// body to an upstream that stopped reading leaves no connection behind: the upstream
+/// connection is closed with the request (it held a socket and megabytes of send buffer for
+/// as long as the upstream stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_ended_mid_body_closes_its_stalled_upstream_connection() {
+    const REQUESTS: usize = 3;
+    const BODY: usize = 64 << 20;
+    // Reads the request head, then nothing, holding the connection for 20 s.
+    let backend = RawBackend::start(|mut io: TcpStream| async move {
+        if read_head(&mut io).await.is_some() {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+    })
+    .await;
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            &[backend.addr()],
+            "",
+            "timeouts: { request: 300ms }",
+        ),
+        &[],
+    );
+    for i in 0..REQUESTS {
+        let mut io = TcpStream::connect(proxy.addr).await.expect("connect");
+        let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {BODY}\r\n\r\n");
+        io.write_all(head.as_bytes()).await.expect("head");
+        let (mut rd, mut wr) = io.into_split();
+        // The body, for as long as the proxy takes it (it stops when the upstream does).
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 1 << 16];
+            for _ in 0..BODY / chunk.len() {
+                if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(DEADLINE, rd.read(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 504"),
+            "request {i}: {:?}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+        writer.abort();
+    }
+    let port = backend.addr().port();
+    let mut held = usize::MAX;
+    for _ in 0..100 {
+        held = support::reliability::connections_to(proxy.pid(), port);
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        held,
+        0,
+        "connections to the stalled upstream: {:#?}",
+        support::reliability::describe_fds(proxy.pid())
+    );
+}

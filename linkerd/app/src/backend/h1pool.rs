@@ -3,7 +3,11 @@
 //! A request takes the most recently used idle connection (or dials a new one), and its
 //! connection goes back to the idle list when the response body ends. Nothing is spawned per
 //! request and no pool key is hashed: the pool belongs to one address. A request that a reused
-//! connection never wrote (it closed while idle) is sent again on another connection.
+//! connection never wrote (it closed while idle) is sent again on another connection. A
+//! request that leaves its connection before its end (a timeout, a client gone) closes it at
+//! once: hyper's connection task would otherwise go on writing the request body, as long as
+//! the upstream lets it, to an upstream that stopped reading (a socket and its send buffer
+//! held for as long as the upstream stalls).
 
 use crate::BoxBody;
 use bytes::Bytes;
@@ -39,9 +43,22 @@ pub(crate) struct H1Pool {
 
 #[derive(Debug)]
 struct Idle {
-    tx: SendRequest<BoxBody>,
+    conn: Conn,
     since: Instant,
 }
+
+/// One connection: the request sender and the task that drives the connection.
+#[derive(Debug)]
+struct Conn {
+    tx: SendRequest<BoxBody>,
+    task: tokio::task::AbortHandle,
+}
+
+/// A connection a request is using. Dropped while it holds one (the request's answer never
+/// came, or its body was not read to the end), it closes the connection: it cannot be
+/// reused, and its task may be blocked writing the request's body.
+#[derive(Debug)]
+struct InUse(Option<Conn>);
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -62,7 +79,8 @@ pin_project_lite::pin_project! {
     pub(crate) struct PooledBody {
         #[pin]
         inner: Incoming,
-        slot: Option<(SendRequest<BoxBody>, Arc<H1Pool>)>,
+        conn: InUse,
+        pool: Option<Arc<H1Pool>>,
     }
 }
 
@@ -85,9 +103,9 @@ impl H1Pool {
     /// general path (dial, wait for readiness, resend) is boxed apart.
     pub(crate) fn send_now(self: Arc<Self>, req: Request<BoxBody>) -> SendNow<impl TrySend> {
         match self.checkout_ready() {
-            Some(mut tx) => SendNow::Sent {
-                response: tx.try_send_request(req),
-                tx: Some(tx),
+            Some(mut conn) => SendNow::Sent {
+                response: conn.tx.try_send_request(req),
+                conn: InUse(Some(conn)),
                 pool: Some(self),
             },
             None => SendNow::General {
@@ -98,15 +116,15 @@ impl H1Pool {
 
     /// An idle connection that can take a request now, if there is one. One that is not
     /// ready yet goes back to the pool (the general path waits on it).
-    fn checkout_ready(&self) -> Option<SendRequest<BoxBody>> {
-        let mut tx = self.checkout()?;
+    fn checkout_ready(&self) -> Option<Conn> {
+        let mut conn = self.checkout()?;
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match tx.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => Some(tx),
+        match conn.tx.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Some(conn),
             // Closed meanwhile: dropped.
             Poll::Ready(Err(_)) => None,
             Poll::Pending => {
-                self.checkin(tx);
+                self.checkin(conn);
                 None
             }
         }
@@ -120,21 +138,26 @@ impl H1Pool {
         // Each turn either takes a connection off the idle list, which is finite, or dials a
         // new one and returns whatever it answers: this ends.
         loop {
-            let (mut tx, reused) = match self.checkout() {
-                Some(tx) => (tx, true),
+            let (conn, reused) = match self.checkout() {
+                Some(conn) => (conn, true),
                 // Boxed: the dialling future is large and rare; inline it would grow every
                 // request's future.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            if let Err(e) = tx.ready().await {
+            let mut in_use = InUse(Some(conn));
+            if let Err(e) = in_use.tx().ready().await {
+                in_use.release();
                 if reused {
                     continue;
                 }
                 return Err(SendError::Http(e));
             }
-            match tx.try_send_request(req).await {
-                Ok(rsp) => return Ok(PooledBody::wrap(rsp, tx, self)),
-                Err(mut e) => match e.take_message() {
+            let sent = in_use.tx().try_send_request(req).await;
+            let conn = in_use.release();
+            match (sent, conn) {
+                (Ok(rsp), Some(conn)) => return Ok(PooledBody::wrap(rsp, conn, self)),
+                (Ok(_), None) => return Err(SendError::Polled),
+                (Err(mut e), _) => match e.take_message() {
                     // Never written: the idle connection had closed. Another one.
                     Some(unsent) if reused => req = unsent,
                     _ => return Err(SendError::Http(e.into_error())),
@@ -144,18 +167,18 @@ impl H1Pool {
     }
 
     /// The most recently used open idle connection; stale ones are dropped.
-    fn checkout(&self) -> Option<SendRequest<BoxBody>> {
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(Idle { tx, since }) = idle.pop() {
-            if !tx.is_closed() && clock::since(since) < IDLE_TIMEOUT {
-                return Some(tx);
+        while let Some(Idle { conn, since }) = idle.pop() {
+            if !conn.tx.is_closed() && clock::since(since) < IDLE_TIMEOUT {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn checkin(&self, tx: SendRequest<BoxBody>) {
-        if tx.is_closed() {
+    fn checkin(&self, conn: Conn) {
+        if conn.tx.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -163,19 +186,20 @@ impl H1Pool {
         let now = clock::now();
         let fresh = idle
             .iter()
-            .position(|i| !i.tx.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT)
+            .position(|i| !i.conn.tx.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT)
             .unwrap_or(idle.len());
         idle.drain(..fresh);
         if idle.len() < self.max_idle {
-            idle.push(Idle { tx, since: now });
+            idle.push(Idle { conn, since: now });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<BoxBody>, SendError> {
-        open(self.addr, self.connect_timeout, |io| {
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let (tx, task) = open(self.addr, self.connect_timeout, |io| {
             http1::Builder::new().handshake(io)
         })
-        .await
+        .await?;
+        Ok(Conn { tx, task })
     }
 
     #[cfg(test)]
@@ -211,7 +235,7 @@ pin_project_lite::pin_project! {
         Sent {
             #[pin]
             response: F,
-            tx: Option<SendRequest<BoxBody>>,
+            conn: InUse,
             pool: Option<Arc<H1Pool>>,
         },
         /// The general path: dial or wait for a connection, resend an unwritten request.
@@ -228,13 +252,17 @@ impl<F: TrySend> Future for SendNow<F> {
         loop {
             let general = match self.as_mut().project() {
                 SendNowProj::General { future } => return future.as_mut().poll(cx),
-                SendNowProj::Sent { response, tx, pool } => {
+                SendNowProj::Sent {
+                    response,
+                    conn,
+                    pool,
+                } => {
                     let result = ready!(response.poll(cx));
-                    let (Some(tx), Some(pool)) = (tx.take(), pool.take()) else {
+                    let (Some(conn), Some(pool)) = (conn.release(), pool.take()) else {
                         return Poll::Ready(Err(SendError::Polled));
                     };
                     match result {
-                        Ok(rsp) => return Poll::Ready(Ok(PooledBody::wrap(rsp, tx, pool))),
+                        Ok(rsp) => return Poll::Ready(Ok(PooledBody::wrap(rsp, conn, pool))),
                         Err(mut e) => match e.take_message() {
                             // Never written: the idle connection had closed. Another one.
                             Some(req) => Box::pin(pool.send(req)),
@@ -249,12 +277,13 @@ impl<F: TrySend> Future for SendNow<F> {
 }
 
 /// Dials `addr` and runs hyper's client `handshake` on the stream; the connection is driven
-/// by a task of its own, whose errors reach the requests in flight on it.
+/// by a task of its own, whose errors reach the requests in flight on it (aborting the task
+/// closes the connection).
 pub(crate) async fn open<Tx, C, F>(
     addr: SocketAddr,
     connect_timeout: Duration,
     handshake: impl FnOnce(TokioIo<tokio::net::TcpStream>) -> F,
-) -> Result<Tx, SendError>
+) -> Result<(Tx, tokio::task::AbortHandle), SendError>
 where
     F: Future<Output = Result<(Tx, C), hyper::Error>>,
     C: Future + Send + 'static,
@@ -265,10 +294,36 @@ where
     let (tx, conn) = handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Http)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(tx)
+    Ok((tx, task.abort_handle()))
+}
+
+// === impl InUse ===
+
+impl InUse {
+    /// The connection's sender (it is held until released).
+    fn tx(&mut self) -> &mut SendRequest<BoxBody> {
+        &mut self
+            .0
+            .as_mut()
+            .expect("a connection in use until released")
+            .tx
+    }
+
+    /// The connection, no longer closed when this is dropped.
+    fn release(&mut self) -> Option<Conn> {
+        self.0.take()
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.task.abort();
+        }
+    }
 }
 
 // === impl SendError ===
@@ -296,20 +351,21 @@ impl std::error::Error for SendError {
 // === impl PooledBody ===
 
 impl PooledBody {
-    fn wrap(
-        rsp: Response<Incoming>,
-        tx: SendRequest<BoxBody>,
-        pool: Arc<H1Pool>,
-    ) -> Response<Self> {
+    fn wrap(rsp: Response<Incoming>, conn: Conn, pool: Arc<H1Pool>) -> Response<Self> {
         rsp.map(|inner| {
             if inner.is_end_stream() {
                 // hyper never polls a body already at its end: the connection is free now.
-                pool.checkin(tx);
-                return Self { inner, slot: None };
+                pool.checkin(conn);
+                return Self {
+                    inner,
+                    conn: InUse(None),
+                    pool: None,
+                };
             }
             Self {
                 inner,
-                slot: Some((tx, pool)),
+                conn: InUse(Some(conn)),
+                pool: Some(pool),
             }
         })
     }
@@ -331,15 +387,16 @@ impl Body for PooledBody {
             None => None,
             Some(Ok(frame)) => Some(Ok(frame)),
             Some(Err(error)) => {
-                this.slot.take();
+                // The connection failed: nothing to close or return.
+                this.conn.release();
                 return Poll::Ready(Some(Err(ProxyError::reset(h2::Reason::INTERNAL_ERROR)
                     .with_source(error)
                     .into())));
             }
         };
         let done = frame.is_none() || this.inner.is_end_stream();
-        if done && let Some((tx, pool)) = this.slot.take() {
-            pool.checkin(tx);
+        if done && let (Some(conn), Some(pool)) = (this.conn.release(), this.pool.take()) {
+            pool.checkin(conn);
         }
         Poll::Ready(frame)
     }
@@ -356,7 +413,7 @@ impl Body for PooledBody {
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledBody")
-            .field("pooled", &self.slot.is_some())
+            .field("pooled", &self.conn.0.is_some())
             .finish()
     }
 }

@@ -142,6 +142,8 @@ impl H2Conn {
             Ok((tx, WatchConnectProtocol::new(conn, tunnels)))
         })
         .await
+        // The connection is shared; its streams end on their own (no task to abort).
+        .map(|(tx, _task)| tx)
     }
 }
 
