@@ -1904,6 +1904,123 @@ async fn absolute_form_request_routes_by_its_authority() {
     assert_eq!(seen[0].uri.query(), Some("q=1"));
 }
 
+/// Dot segments (`..`, `.`, also as `%2e`) are removed from the path before routing, and
+/// the path without them is forwarded: a `PathPrefix /public` rule cannot be left through
+/// `/public/../admin` (the upstream would resolve it to `/admin`). Userinfo in the target is
+/// refused (RFC 9110 section 4.2.4).
+#[tokio::test]
+async fn dot_segments_are_resolved_before_routing() {
+    let public = TestServer::backend().await.unwrap();
+    let admin = TestServer::backend().await.unwrap();
+    let rest = "routes:
+  - name: r
+    rules:
+      - matches: [{ path: { type: PathPrefix, value: /public } }]
+        backendRefs: [{ name: pub }]
+      - matches: [{ path: { type: PathPrefix, value: /admin } }]
+        backendRefs: [{ name: adm }]
+";
+    let proxy = Proxy::start(
+        &config(
+            &backends(&[
+                ("pub", "http1", &[public.addr()]),
+                ("adm", "http2", &[admin.addr()]),
+            ]),
+            rest,
+        ),
+        &[],
+    );
+    for target in [
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/%2E./admin/x",
+        "/public/./../admin/x",
+    ] {
+        let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let req = format!("GET {target}?q=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        io.write_all(req.as_bytes()).await.unwrap();
+        let text = read_all(&mut io).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{target}: {text:?}");
+    }
+    let mut h2 = HttpClient::http2(proxy.addr).await.unwrap();
+    let rsp = h2
+        .send(get("http://x/public/../admin/x?q=1").body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(public.request_count(), 0, "nothing left /public's rule");
+    let seen = admin.requests();
+    assert_eq!(seen.len(), 5);
+    for r in &seen {
+        assert_eq!(r.uri.path(), "/admin/x", "the resolved path is forwarded");
+        assert_eq!(r.uri.query(), Some("q=1"));
+    }
+    // `/public/./x` stays under /public, as `/public/x`.
+    let rsp = h2
+        .send(get("http://x/public/./x").body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(public.requests()[0].uri.path(), "/public/x");
+
+    let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    io.write_all(
+        b"GET http://alice:pw@x/public/y HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_all(&mut io).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "userinfo: {text:?}");
+    assert!(
+        text.contains("l5d-proxy-error: bad request: userinfo in the target"),
+        "{text:?}"
+    );
+    assert_eq!(
+        public.request_count(),
+        1,
+        "the refused request went nowhere"
+    );
+}
+
+/// A `GET` body of unknown length (HTTP/1.1 chunked; HTTP/2 DATA without `content-length`)
+/// reaches an `http1` backend, chunked: hyper's HTTP/1 client would send the request
+/// without it.
+#[tokio::test]
+async fn get_bodies_of_unknown_length_reach_http1_backends() {
+    let backend = TestServer::backend().await.unwrap();
+    let rest = "routes:
+  - name: r
+    rules:
+      - backendRefs: [{ name: b }]
+";
+    let proxy = Proxy::start(
+        &config(&backends(&[("b", "http1", &[backend.addr()])]), rest),
+        &[],
+    );
+    let mut io = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    io.write_all(
+        b"GET /search HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_all(&mut io).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    let mut h2 = HttpClient::http2(proxy.addr).await.unwrap();
+    let rsp = h2
+        .send(
+            get("http://x/search")
+                .body(MockBody::new().data("from h2"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body, "hello world", "the HTTP/1.1 client's body");
+    assert_eq!(seen[1].body, "from h2", "the HTTP/2 client's body");
+}
+
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped() {
     let backend = TestServer::serve(

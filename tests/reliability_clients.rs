@@ -221,7 +221,8 @@ async fn absolute_and_authority_form_never_reach_other_targets() {
             format!(
                 "GET http://user:pw@{t}/abs HTTP/1.1\r\nhost: other\r\nconnection: close\r\n\r\n"
             ),
-            &[200, 400],
+            // RFC 9110 section 4.2.4: userinfo in the target is an error.
+            &[400],
         ),
         (
             "absolute-form with another scheme",

@@ -199,6 +199,9 @@ impl Endpoint {
                 join_cookies(&mut req);
             }
             *req.version_mut() = Version::HTTP_11;
+            if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+                frame_bodied_get(&mut req);
+            }
             let response = pool.clone().send_now(req);
             let health = self.health.clone();
             return Box::pin(async move {
@@ -529,6 +532,24 @@ fn join_cookies<B>(req: &mut Request<B>) {
     if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
         req.headers_mut().insert(COOKIE, value);
     }
+}
+
+/// A `GET` or `HEAD` with a body of unknown length (chunked, or HTTP/2 DATA without a
+/// `content-length`) goes chunked: hyper's HTTP/1 client sends such a request without its
+/// body unless told its framing (it takes the body for an empty one).
+fn frame_bodied_get(req: &mut Request<BoxBody>) {
+    use http_body::Body;
+    let body = req.body();
+    if body.is_end_stream()
+        || body.size_hint().exact().is_some()
+        || req.headers().contains_key(http::header::CONTENT_LENGTH)
+    {
+        return;
+    }
+    req.headers_mut().insert(
+        http::header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    );
 }
 
 /// A bodiless request's head, kept to send it once more if a graceful GOAWAY refuses it.

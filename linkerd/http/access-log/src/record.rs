@@ -114,7 +114,7 @@ impl Record {
             timestamp,
             client_addr: None,
             method: method.clone(),
-            uri: uri.clone(),
+            uri: without_userinfo(uri),
             host: found.host.cloned(),
             version,
             status: 0,
@@ -133,12 +133,14 @@ impl Record {
         }
     }
 
-    /// The host: the `host` header, else the URI's authority.
+    /// The host: the `host` header, else the URI's authority; without a userinfo part
+    /// (`user:pw@`): credentials are not logged.
     pub fn host(&self) -> Option<&str> {
-        match &self.host {
-            Some(h) => Some(std::str::from_utf8(h.as_bytes()).unwrap_or("")),
-            None => self.uri.authority().map(http::uri::Authority::as_str),
-        }
+        let host = match &self.host {
+            Some(h) => std::str::from_utf8(h.as_bytes()).unwrap_or(""),
+            None => self.uri.authority()?.as_str(),
+        };
+        Some(host.rsplit_once('@').map_or(host, |(_, h)| h))
     }
 
     /// The trace id: the trace-id part of `traceparent`, else `x-b3-traceid`, else
@@ -154,6 +156,21 @@ impl Record {
     pub fn version_str(&self) -> &'static str {
         version_str(self.version)
     }
+}
+
+/// `uri` without the userinfo of its authority (`user:pw@`, which the proxy refuses, but
+/// logs): credentials are not logged.
+fn without_userinfo(uri: &Uri) -> Uri {
+    let Some((_, host)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) else {
+        return uri.clone();
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.authority = http::uri::Authority::try_from(host).ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| {
+        // (Not without an authority: a path alone, or `/`.)
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"))
+    })
 }
 
 fn text(v: &HeaderValue) -> &str {
@@ -350,6 +367,30 @@ impl Civil {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn credentials_in_the_target_are_not_logged() {
+        let uri = Uri::from_static("http://alice:s3cret@ex.com:8080/a?b");
+        let r = Record::from_request(
+            SystemTime::UNIX_EPOCH,
+            &Method::GET,
+            &uri,
+            Version::HTTP_2,
+            &HeaderMap::new(),
+        );
+        assert_eq!(r.uri, "http://ex.com:8080/a?b");
+        assert_eq!(r.host(), Some("ex.com:8080"));
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("bob@ex.com"));
+        let r = Record::from_request(
+            SystemTime::UNIX_EPOCH,
+            &Method::GET,
+            &Uri::from_static("/a"),
+            Version::HTTP_11,
+            &headers,
+        );
+        assert_eq!(r.host(), Some("ex.com"));
+    }
 
     proptest::proptest! {
         /// The one-pass scan finds what the lookups by name find, whatever the order,

@@ -28,7 +28,19 @@ pub(crate) type Why = &'static str;
 ///   router, an HTTP/2 client) sees one authority. An HTTP/1.1 request without exactly one
 ///   valid `Host` is rejected (section 3.2), as is an HTTP/2 request with neither `:authority`
 ///   nor `Host`; HTTP/1.0 may omit it (RFC 1945 has no `Host`).
+/// - A target URI with userinfo (`user:pw@host`) is rejected (RFC 9110 section 4.2.4: a
+///   recipient should treat it as an error; RFC 9113 section 8.3.1 forbids it in
+///   `:authority`).
+/// - The path's dot segments (`.` and `..`, also percent-encoded as `%2e`) are removed (RFC
+///   3986 section 5.2.4), so the router matches the path an upstream resolves, and that path
+///   is the one forwarded: `/public/../admin` is `/admin`.
 pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Result<(), Why> {
+    normalize_target(req, extended_connect)?;
+    remove_dot_segments(req);
+    Ok(())
+}
+
+fn normalize_target<B>(req: &mut Request<B>, extended_connect: bool) -> Result<(), Why> {
     // `Transfer-Encoding` is hop-by-hop and goes no further: a coding other than `chunked`
     // (which hyper has undone) would reach the backend still applied and undeclared, a body
     // of another meaning (RFC 9112 section 6.1: a coding the proxy does not understand).
@@ -73,6 +85,9 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Resu
     }
 
     if let Some(authority) = uri.authority().cloned() {
+        if authority.as_str().contains('@') {
+            return Err("userinfo in the target");
+        }
         if is_http1(req.version()) {
             req.extensions_mut().insert(AbsoluteForm);
         }
@@ -110,6 +125,75 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, extended_connect: bool) -> Resu
     }
     *req.uri_mut() = Uri::from_parts(parts).map_err(|_| "invalid host")?;
     Ok(())
+}
+
+/// Removes the dot segments of `req`'s path (RFC 3986 section 5.2.4), with `%2e` read as `.`
+/// (an unreserved character's encoding is equivalent to it, section 2.3); the query stays.
+fn remove_dot_segments<B>(req: &mut Request<B>) {
+    let path = req.uri().path().as_bytes();
+    // Most paths have no segment starting with `.` or `%`: one pass settles it.
+    if !path
+        .windows(2)
+        .any(|w| w[0] == b'/' && (w[1] == b'.' || w[1] == b'%'))
+        || !path.split(|&b| b == b'/').any(|seg| dots(seg).is_some())
+    {
+        return;
+    }
+    let mut kept: Vec<&[u8]> = Vec::new();
+    // Whether the result ends with a slash (its last segment was a dot segment).
+    let mut slash = false;
+    for seg in path[1..].split(|&b| b == b'/') {
+        match dots(seg) {
+            Some(1) => slash = true,
+            Some(_) => {
+                kept.pop();
+                slash = true;
+            }
+            None => {
+                kept.push(seg);
+                slash = false;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for seg in &kept {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if slash || kept.is_empty() {
+        out.push(b'/');
+    }
+    if let Some(query) = req.uri().query() {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    // The bytes came from a valid path and query, less some segments: still valid.
+    let Ok(pq) = PathAndQuery::from_maybe_shared(bytes::Bytes::from(out)) else {
+        return;
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(pq);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// 1 for a `.` segment, 2 for `..`, with dots also written `%2e` / `%2E`; `None` otherwise.
+fn dots(seg: &[u8]) -> Option<u8> {
+    let mut n = 0u8;
+    let mut rest = seg;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return None,
+        };
+        n += 1;
+        if n > 2 {
+            return None;
+        }
+    }
+    (n > 0).then_some(n)
 }
 
 /// Sets `Host` to `authority` (without userinfo) unless it already says so.
@@ -237,7 +321,14 @@ mod tests {
                 "http://u:p@ex.com/a",
                 V::HTTP_11,
                 &[],
-                Ok(("http://u:p@ex.com/a", "ex.com")),
+                Err("userinfo in the target"),
+            ),
+            (
+                "GET",
+                "http://u@ex.com/a",
+                V::HTTP_2,
+                &[],
+                Err("userinfo in the target"),
             ),
             (
                 "CONNECT",
@@ -320,6 +411,36 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_are_removed_from_the_path() {
+        let cases = [
+            ("/a/b", "/a/b"),
+            ("/pkg.Svc/Method", "/pkg.Svc/Method"),
+            ("/a/.hidden/..x/x..", "/a/.hidden/..x/x.."),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E./admin?q=/../x", "/admin?q=/../x"),
+            ("/public/./../admin", "/admin"),
+            ("/a/./b", "/a/b"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/..", "/"),
+            ("/../../a", "/a"),
+            ("/.", "/"),
+            ("/a//../b", "/a/b"),
+            ("/a/b/../../..?x", "/?x"),
+            ("/a/...", "/a/..."),
+            ("/a/%2e%2e%2e", "/a/%2e%2e%2e"),
+            ("/a/%2f/../b", "/a/b"),
+        ];
+        for (path, want) in cases {
+            let mut r = req("GET", path, Version::HTTP_11, &["ex.com"]);
+            normalize(&mut r, false).unwrap();
+            let got = r.uri().path_and_query().map(|p| p.as_str().to_owned());
+            assert_eq!(got.as_deref(), Some(want), "{path}");
+        }
+    }
+
+    #[test]
     fn absolute_form_is_marked_for_http1_only() {
         let mut r = req("GET", "http://ex.com/", Version::HTTP_11, &[]);
         normalize(&mut r, false).unwrap();
@@ -378,10 +499,6 @@ mod tests {
             authority,
             "clones share too"
         );
-        // With userinfo the host is part of the authority: still right, copied.
-        let mut r = req("GET", "http://u@ex.com/a", Version::HTTP_2, &[]);
-        normalize(&mut r, false).unwrap();
-        assert_eq!(r.headers()[header::HOST], "ex.com");
     }
 
     #[test]

@@ -54,6 +54,11 @@
 //!   HTTP/2 upstream (which needs `:scheme` and `:authority`) see the same name. Requests sent
 //!   to an HTTP/1 upstream through `hyper::client::conn` (which writes the URI it is given)
 //!   should go through [`to_origin_form`] first; hyper-util's legacy client does that itself.
+//! - **Userinfo** in the target (`http://user:pw@host/`, `:authority: user@host`) is answered
+//!   `400` (RFC 9110 section 4.2.4: a recipient should treat it as an error).
+//! - **Dot segments** (`.`, `..`, also written `%2e`) are removed from the path (RFC 3986
+//!   section 5.2.4), so routing and the upstream see the path the upstream would resolve:
+//!   `/public/../admin` goes on as `/admin`.
 //! - **Hop-by-hop headers** (RFC 9110 section 7.6.1) are removed from requests and responses:
 //!   `Connection` and the headers it names, `Keep-Alive`, `Proxy-Connection`, `TE` unless it
 //!   asks for `trailers`, `Transfer-Encoding`, `HTTP2-Settings`, and `Upgrade` unless the
