@@ -136,11 +136,13 @@ impl Record {
     /// The host: the `host` header, else the URI's authority; without a userinfo part
     /// (`user:pw@`): credentials are not logged.
     pub fn host(&self) -> Option<&str> {
-        let host = match &self.host {
-            Some(h) => std::str::from_utf8(h.as_bytes()).unwrap_or(""),
-            None => self.uri.authority()?.as_str(),
-        };
-        Some(host.rsplit_once('@').map_or(host, |(_, h)| h))
+        match &self.host {
+            Some(h) => Some(std::str::from_utf8(host_bytes(h.as_bytes())).unwrap_or("")),
+            None => self.uri.authority().map(|a| {
+                let a = a.as_str();
+                a.rsplit_once('@').map_or(a, |(_, h)| h)
+            }),
+        }
     }
 
     /// The trace id: the trace-id part of `traceparent`, else `x-b3-traceid`, else
@@ -155,6 +157,14 @@ impl Record {
     /// The `version` field: `HTTP/1.1`, `HTTP/2.0`, ...
     pub fn version_str(&self) -> &'static str {
         version_str(self.version)
+    }
+}
+
+/// A `host` value's bytes without a userinfo part (up to the last `@`).
+pub(crate) fn host_bytes(value: &[u8]) -> &[u8] {
+    match value.iter().rposition(|&b| b == b'@') {
+        Some(at) => &value[at + 1..],
+        None => value,
     }
 }
 

@@ -86,7 +86,7 @@ pub(crate) fn line(r: &Record, out: &mut Vec<u8>, stamp: &mut Stamp) {
     out.extend_from_slice(b",\"host\":");
     match &r.host {
         // As `Record::host` reads it: text that is not UTF-8 is empty.
-        Some(h) => header(h.as_bytes(), Invalid::Empty, out),
+        Some(h) => header(crate::record::host_bytes(h.as_bytes()), Invalid::Empty, out),
         None => optional(r.host().map(str::as_bytes), out),
     }
     out.extend_from_slice(b",\"version\":");
