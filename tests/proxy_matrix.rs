@@ -1745,6 +1745,15 @@ async fn websocket_upgrade_through_the_proxy() {
         "one sample per tunnel: {:?}",
         scrape.matching(STATUSES, &[]).collect::<Vec<_>>()
     );
+    // Each with the status its client got: 101 over HTTP/1.1, 200 over HTTP/2.
+    for status in ["101", "200"] {
+        assert_eq!(
+            scrape.sum(STATUSES, &[("route_name", "r"), ("http_status", status)]),
+            1.0,
+            "{status}: {:?}",
+            scrape.matching(STATUSES, &[]).collect::<Vec<_>>()
+        );
+    }
     server.abort();
 }
 

@@ -343,7 +343,16 @@ where
             }
             Ok(rsp) => {
                 let retry = done.extract.retry_of_response(rsp.extensions());
-                let eos = this.classify.unpack().start(&rsp);
+                let eos = if *this.h2 && rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    // An HTTP/2 client never gets a 101: an extended CONNECT bridged to an
+                    // HTTP/1.1 upgrade is answered 200 (RFC 8441 section 5) above this layer.
+                    linkerd_http_classify::EosClassifier::Done(Class::http(
+                        http::StatusCode::OK,
+                        true,
+                    ))
+                } else {
+                    this.classify.unpack().start(&rsp)
+                };
                 Poll::Ready(Ok(rsp.map(|inner| {
                     ResponseBody::new(inner, BodyDone { done, eos, retry })
                 })))
