@@ -2091,6 +2091,47 @@ async fn a_request_cancelled_during_a_retry_is_logged_and_counted_in_full() {
     );
 }
 
+/// A client gone while the retry layer waits out its backoff (no attempt in flight) is
+/// logged with the backend its last attempt went to.
+#[tokio::test]
+async fn a_request_cancelled_during_a_backoff_logs_its_backend() {
+    let backend = TestServer::backend().await.unwrap();
+    let proxy = Proxy::start(
+        &config(
+            "http1",
+            backend.addr(),
+            "      - retry: { codes: [503], attempts: 1, backoff: 2s, maxBackoff: 2s }
+        backendRefs: [{ name: b }]
+",
+        ),
+        &[],
+    );
+    let mut h2 = H2Client::connect(proxy.addr).await.unwrap();
+    let req = Request::get("/backoff")
+        .header("x-test-status", "503")
+        .body(())
+        .unwrap();
+    let (rsp, _send) = h2.send_request(req, true).await.unwrap();
+    // The 503 comes at once; the retry waits at least a second (backoff with jitter).
+    for _ in 0..100 {
+        if backend.request_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(rsp); // h2 resets the stream with CANCEL
+    drop(_send);
+    let lines = access_lines(&proxy, 1).await;
+    let [line] = lines.as_slice() else {
+        panic!("one line: {lines:#?}");
+    };
+    assert_eq!(line["error"], "CANCEL", "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+    assert_eq!(line["backend"], "b", "the last attempt's backend: {line}");
+    assert_eq!(backend.request_count(), 1, "no retry was sent");
+}
+
 /// Tunnels are cut when the one shutdown grace period ends: the connections' wait and the
 /// tunnels' drain share it. An HTTP/2 connection carrying a tunnel (a CONNECT stream) stays
 /// open through the server's whole wait; an HTTP/1.1 tunnel beside it then got a second

@@ -414,12 +414,29 @@ fn retry_policy(
     }
     p.per_try_timeout = backend_request;
     p.replay_extensions = Some(replay_extensions);
+    p.note_last_attempt = Some(note_last_backend);
     if r.budget_ratio.is_some() || r.budget_min_per_second.is_some() {
         let ratio = r.budget_ratio.unwrap_or(0.2);
         let min = r.budget_min_per_second.unwrap_or(10);
         p.budget = Budget::new(ratio, min).ok().map(Arc::new);
     }
     p
+}
+
+/// A request dropped during its backoff (a client gone, a timer above) says where its last
+/// attempt went: the backend on the attempt's response, or in its error (the weighted
+/// split's), for the access log.
+fn note_last_backend(
+    last: Result<&http::Extensions, &(dyn std::error::Error + 'static)>,
+    note: &mut linkerd_http_classify::dropped::DropNote,
+) {
+    let backend = match last {
+        Ok(ext) => ext.get::<linkerd_http_route::BackendName>(),
+        Err(error) => linkerd_http_route::BackendError::find(error),
+    };
+    if let Some(backend) = backend {
+        note.backend_or(backend.as_arc());
+    }
 }
 
 /// The request extensions a retried attempt carries: those the stack below the retry layer

@@ -27,6 +27,7 @@ pin_project! {
     /// The response future of [`Retry`](crate::Retry).
     pub struct ResponseFuture<S, P, B, RspB>
     where
+        P: Policy,
         S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
         RspB: Body,
     {
@@ -45,6 +46,7 @@ pin_project! {
 
     impl<S, P, B, RspB> PinnedDrop for ResponseFuture<S, P, B, RspB>
     where
+        P: Policy,
         S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
         RspB: Body,
     {
@@ -56,7 +58,19 @@ pin_project! {
                 && let Some(retry) = this.retry.as_ref()
             {
                 let attempts = retry.attempts;
-                dropped::note(|n| n.attempts_or(attempts));
+                // During a backoff no attempt is in flight to say where it went: the
+                // policy reads the last one's result.
+                let last = this.last.as_deref().filter(|_| matches!(*this.state, State::Backoff));
+                dropped::note(|n| {
+                    n.attempts_or(attempts);
+                    if let Some(last) = last {
+                        let last = match last {
+                            Ok(rsp) => Ok(rsp.extensions()),
+                            Err(e) => Err(&**e as &(dyn std::error::Error + 'static)),
+                        };
+                        retry.policy.note_last_attempt(last, n);
+                    }
+                });
             }
         }
     }
@@ -108,6 +122,7 @@ enum Step<T> {
 
 impl<S, P, B, RspB> ResponseFuture<S, P, B, RspB>
 where
+    P: Policy,
     S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
     RspB: Body,
 {
@@ -334,6 +349,7 @@ where
 
 impl<S, P, B, RspB> fmt::Debug for ResponseFuture<S, P, B, RspB>
 where
+    P: Policy,
     S: Service<Request<ReplayBody<B>>, Response = Response<RspB>>,
     RspB: Body,
 {

@@ -165,6 +165,7 @@ pub use layer::{Retry, RetryLayer};
 pub use outcome::{Attempt, DeadlineExceeded, PerTryTimeout, RetryError, RetryOutcome, RetryStop};
 pub use peek::{PeekTrailers, PeekTrailersBody};
 pub use policy::{
-    DEFAULT_MAX_REQUEST_BYTES, Decision, GrpcCodes, Policy, RetryPolicy, is_retryable_error,
+    DEFAULT_MAX_REQUEST_BYTES, Decision, GrpcCodes, NoteLastAttempt, Policy, RetryPolicy,
+    is_retryable_error,
 };
 pub use replay::{ReplayBody, ReplayError};

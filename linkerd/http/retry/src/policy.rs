@@ -2,9 +2,14 @@ use crate::{Budget, PerTryTimeout};
 use http::{Extensions, HeaderMap, HeaderName, StatusCode, request};
 use linkerd_exp_backoff::ExponentialBackoff;
 use linkerd_http_classify::{
-    GrpcCode, InvalidGrpcCode, ProxyErrorKind, Pushback, StatusRanges, chain, find_h2_reason,
-    find_proxy_error, grpc_retry_pushback, grpc_status, is_connect_error, is_grpc, retry_after,
+    GrpcCode, InvalidGrpcCode, ProxyErrorKind, Pushback, StatusRanges, chain, dropped::DropNote,
+    find_h2_reason, find_proxy_error, grpc_retry_pushback, grpc_status, is_connect_error, is_grpc,
+    retry_after,
 };
+
+/// What a request dropped during a backoff notes of its last attempt (see
+/// [`Policy::note_last_attempt`]).
+pub type NoteLastAttempt = fn(Result<&Extensions, &(dyn Error + 'static)>, &mut DropNote);
 use std::{error::Error, fmt, sync::Arc, time::Duration, time::SystemTime};
 
 /// The default cap on a replayable request body: 64 KiB (`maxRequestBytes`).
@@ -76,6 +81,18 @@ pub trait Policy: Clone + Send + Sync + 'static {
         head.extensions.clone()
     }
 
+    /// What a request dropped unfinished during a backoff (a client gone, a timer above)
+    /// notes of its last attempt (see `linkerd_http_classify::dropped`), from that attempt's
+    /// response extensions or its error: for example the backend it went to, which the
+    /// service below noted only while the attempt was in flight. The default notes nothing.
+    fn note_last_attempt(
+        &self,
+        last: Result<&Extensions, &(dyn Error + 'static)>,
+        note: &mut DropNote,
+    ) {
+        let _ = (last, note);
+    }
+
     /// Classifies a response from its status, headers and peeked trailers.
     fn classify_response(
         &self,
@@ -127,6 +144,14 @@ impl<P: Policy> Policy for std::sync::Arc<P> {
 
     fn replay_extensions(&self, head: &request::Parts) -> Extensions {
         (**self).replay_extensions(head)
+    }
+
+    fn note_last_attempt(
+        &self,
+        last: Result<&Extensions, &(dyn Error + 'static)>,
+        note: &mut DropNote,
+    ) {
+        (**self).note_last_attempt(last, note);
     }
 
     fn classify_response(
@@ -181,6 +206,9 @@ pub struct RetryPolicy {
     /// The request extensions retried attempts carry ([`Policy::replay_extensions`]):
     /// `None` (the default) copies all of them.
     pub replay_extensions: Option<fn(&request::Parts) -> Extensions>,
+    /// What a request dropped during a backoff notes of its last attempt
+    /// ([`Policy::note_last_attempt`]). Default none.
+    pub note_last_attempt: Option<NoteLastAttempt>,
 }
 
 /// Whether an error is worth another attempt: a connection failure
@@ -215,6 +243,7 @@ impl Default for RetryPolicy {
             budget: None,
             attempt_header: None,
             replay_extensions: None,
+            note_last_attempt: None,
         }
     }
 }
@@ -252,6 +281,16 @@ impl Policy for RetryPolicy {
         match self.replay_extensions {
             Some(keep) => keep(head),
             None => head.extensions.clone(),
+        }
+    }
+
+    fn note_last_attempt(
+        &self,
+        last: Result<&Extensions, &(dyn Error + 'static)>,
+        note: &mut DropNote,
+    ) {
+        if let Some(note_last) = self.note_last_attempt {
+            note_last(last, note);
         }
     }
 
