@@ -48,6 +48,20 @@ async fn embedded_default_serves_the_demo_backend() {
         Some(2.0),
         "both requests counted on the demo route"
     );
+    // The admin server: GET and HEAD only; a 405 names them (RFC 9110 section 15.5.6).
+    let mut admin = HttpClient::http1(proxy.admin).await.unwrap();
+    for path in ["/live", "/ready", "/metrics"] {
+        let rsp = admin.get(path).await.unwrap();
+        assert_eq!(rsp.status(), 200, "{path}");
+        collect(rsp.into_body()).await.unwrap();
+        let post = http::Request::post(path)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let rsp = admin.send(post).await.unwrap();
+        assert_eq!(rsp.status(), 405, "POST {path}");
+        assert_eq!(rsp.headers()["allow"], "GET, HEAD", "POST {path}");
+        collect(rsp.into_body()).await.unwrap();
+    }
 }
 
 #[test]

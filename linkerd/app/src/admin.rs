@@ -80,7 +80,13 @@ fn respond(
             .expect("static response parts are valid")
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        // RFC 9110 section 15.5.6: a 405 names the methods that are allowed.
+        let mut rsp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        rsp.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
+        );
+        return rsp;
     }
     match req.uri().path() {
         "/metrics" => metrics.respond(req.method(), req.headers()),

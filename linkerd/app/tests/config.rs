@@ -101,6 +101,9 @@ fn bad_regex() {
     assert_eq!(e.path, "routes[0].rules[0].matches[0].path.value", "{e}");
     assert_eq!(e.line, 8, "{e}");
     assert!(e.message.contains("regular expression"), "{e}");
+    // One line per error: the regex crate's own message spans several.
+    assert!(!e.to_string().contains('\n'), "{e}");
+    assert!(e.message.contains("unclosed"), "{e}");
 }
 
 #[test]
@@ -212,4 +215,38 @@ fn access_log_format_and_output_are_checked() {
         ),
     )
     .expect("a file yet to be created in an existing directory");
+}
+
+#[test]
+fn values_that_would_stop_the_proxy_working_are_refused() {
+    let e = one("server: { http2: { maxConcurrentStreams: 0 } }\n");
+    assert_eq!(e.path, "server.http2.maxConcurrentStreams", "{e}");
+    assert!(e.message.contains("at least 1"), "{e}");
+    let e = one("backends:\n  - { name: web, dns: 'localhost:80', dnsRefresh: 0s }\n");
+    assert_eq!(e.path, "backends[0].dnsRefresh", "{e}");
+    assert_eq!((e.line, e.column), (2, 51), "{e}");
+    for format in ["JSON", "json ", "%STATUS%", "constant"] {
+        let e = one(&format!("accessLog: {{ format: '{format}' }}\n"));
+        assert_eq!(e.path, "accessLog.format", "{format:?}: {e}");
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_key() {
+    let config = Config::from_yaml(
+        Path::new("bom.yaml"),
+        "\u{feff}backends:\n  - { name: web, endpoints: [] }\n",
+    )
+    .expect("a BOM before the first key");
+    assert_eq!(config.backends.len(), 1);
+}
+
+#[test]
+fn a_duplicate_key_is_named_with_its_own_path() {
+    let e = one("backends:\n  - name: a\n    endpoints: []\n    name: b\n");
+    assert_eq!((e.line, e.column), (4, 5), "{e}");
+    assert_eq!(e.path, "backends[0].name", "{e}");
+    assert!(e.message.contains("duplicate key `name`"), "{e}");
+    let e = one("backends: []\nroutes: []\nbackends: []\n");
+    assert_eq!(e.path, "backends", "{e}");
 }

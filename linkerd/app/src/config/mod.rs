@@ -245,6 +245,8 @@ impl Config {
     /// # Errors
     /// Every problem in the document.
     pub fn from_yaml(file: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        // A byte-order mark (some editors write one) is not part of the first key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let doc = Document::parse(file, text).map_err(|e| ConfigErrors(vec![e]))?;
         let mut errors = vec![];
         if let Err(e) = doc.deserialize::<TopLevel>("") {
@@ -275,6 +277,12 @@ impl Config {
         let access_log: AccessLogConfig =
             section(&doc, "accessLog", &mut errors).unwrap_or_default();
         let server: ServerConfig = section(&doc, "server", &mut errors).unwrap_or_default();
+        if server.http2.max_concurrent_streams == Some(0) {
+            errors.push(doc.error_at(
+                "server.http2.maxConcurrentStreams",
+                "maxConcurrentStreams must be at least 1 (0 refuses every HTTP/2 request)",
+            ));
+        }
         let indexed: Vec<(usize, BackendConfig)> = list(&doc, "backends", &mut errors);
         let mut names = HashSet::new();
         for (i, b) in &indexed {
@@ -304,6 +312,12 @@ impl Config {
             }
             if b.queue == Some(0) {
                 errors.push(doc.error_at(&format!("{at}.queue"), "queue must be at least 1"));
+            }
+            if b.dns_refresh.is_some_and(|d| d.0.is_zero()) {
+                errors.push(doc.error_at(
+                    &format!("{at}.dnsRefresh"),
+                    "dnsRefresh is an interval: it must be longer than 0s",
+                ));
             }
         }
         let backends: Vec<BackendConfig> = indexed.into_iter().map(|(_, b)| b).collect();

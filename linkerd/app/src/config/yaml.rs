@@ -42,11 +42,16 @@ impl<'a> Document<'a> {
             Ok(root) => Ok(Self { file, root }),
             Err(e) => {
                 let (line, column, message) = load_error(&e);
+                // A duplicate key is located at the key itself: its own line names it.
+                let near = match e {
+                    marked_yaml::LoadError::DuplicateKey(_) => usize::MAX,
+                    _ => column,
+                };
                 Err(ConfigError {
                     file: file.to_owned(),
                     line,
                     column,
-                    path: path_near(text, line, column),
+                    path: path_near(text, line, near),
                     message,
                 })
             }

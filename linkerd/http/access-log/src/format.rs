@@ -255,11 +255,12 @@ fn apache_escaped(s: &str, out: &mut impl Write) -> fmt::Result {
 // === impl Template ===
 
 impl Template {
-    /// Parses `text`: `%name%` (lower-case letters and `_`) is replaced by the field `name`
-    /// (a JSON field name), `%%` is a literal `%`, and any other `%` is text.
+    /// Parses `text`: `%name%` (letters and `_`) is replaced by the field `name` (a JSON
+    /// field name, lower-case), `%%` is a literal `%`, and any other `%` is text.
     ///
     /// # Errors
-    /// A placeholder naming an unknown field.
+    /// A placeholder naming an unknown field (`%STATUS%` too), or no placeholder at all
+    /// (every line would be the same text).
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -267,11 +268,12 @@ impl Template {
         while let Some(i) = rest.find('%') {
             literal.push_str(&rest[..i]);
             let after = &rest[i + 1..];
-            // A placeholder is `%` and a field-like name (lower-case letters and `_`) closed
-            // by `%`; any other `%` is text (`100% ok`).
+            // A placeholder is `%` and a field-like name (letters and `_`) closed by `%`;
+            // any other `%` is text (`100% ok`). Field names are lower-case: `%STATUS%` is
+            // an unknown field, not text.
             let name_len = after
                 .bytes()
-                .take_while(|b| b.is_ascii_lowercase() || *b == b'_')
+                .take_while(|b| b.is_ascii_alphabetic() || *b == b'_')
                 .count();
             let closed = after.as_bytes().get(name_len) == Some(&b'%');
             if !closed {
@@ -304,6 +306,15 @@ impl Template {
         literal.push_str(rest);
         if !literal.is_empty() {
             parts.push(Part::Text(literal));
+        }
+        if !parts.iter().any(|p| matches!(p, Part::Field(_))) {
+            // Every line would be the same text: a misspelt `json` or `apache`, most likely.
+            return Err(TemplateError {
+                why: format!(
+                    "{text:?} is neither json, apache nor a template with a %field% placeholder (fields: {})",
+                    FIELDS.join(", ")
+                ),
+            });
         }
         Ok(Self { parts })
     }

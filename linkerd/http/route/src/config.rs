@@ -600,7 +600,7 @@ fn root_path() -> String {
 pub fn parse_duration(s: &str) -> Result<Duration, InvalidValue> {
     let invalid = || {
         InvalidValue::new(format!(
-            "invalid duration {s:?}: expected e.g. 500ms, 10s, 1m30s, 1h"
+            "invalid duration {s:?}: expected Gateway API syntax such as 500ms, 10s, 1m30s or 1h"
         ))
     };
     let mut rest = s;
@@ -1018,23 +1018,33 @@ fn header_modifier(
         return HeaderModifier::default();
     };
     let mut out = HeaderModifier::default();
+    // Each header is named once across `set`, `add` and `remove` (names compare without
+    // case): two operations on one header would depend on the order they run in.
+    let mut named: Vec<http::HeaderName> = Vec::new();
+    let mut once = |errors: &mut Errors, at: FieldPath, n: &http::HeaderName| {
+        if named.contains(n) {
+            errors.add(at, format!("header {n} is named twice in this filter"));
+            return false;
+        }
+        named.push(n.clone());
+        true
+    };
     for (field, list, dst) in [("set", &m.set, &mut out.set), ("add", &m.add, &mut out.add)] {
         for (i, h) in list.iter().enumerate() {
             let hp = path.field(field).index(i);
             let name = errors.check(&hp.field("name"), modifiable_header_name(&h.name));
             let value = errors.check(&hp.field("value"), header_value(&h.value));
-            if let (Some(n), Some(v)) = (name, value) {
-                if dst.iter().any(|(seen, _)| *seen == n) {
-                    // The Gateway API keys these lists by name.
-                    errors.add(hp.field("name"), format!("header {n} is listed twice"));
-                    continue;
-                }
+            if let (Some(n), Some(v)) = (name, value)
+                && once(errors, hp.field("name"), &n)
+            {
                 dst.push((n, v));
             }
         }
     }
     for (i, name) in m.remove.iter().enumerate() {
-        if let Some(n) = errors.check(&path.field("remove").index(i), modifiable_header_name(name))
+        let at = path.field("remove").index(i);
+        if let Some(n) = errors.check(&at, modifiable_header_name(name))
+            && once(errors, at, &n)
         {
             out.remove.push(n);
         }
@@ -1093,11 +1103,17 @@ fn path_modifier(
         errors.add(path.field(field), "missing for this path modifier type");
         return None;
     };
-    let ok = value.is_empty() && m.kind == PathModifierType::ReplacePrefixMatch
-        || (value.starts_with('/') && !value.contains("//") && !value.contains('#'));
-    if !ok || http::uri::PathAndQuery::try_from(value.as_str()).is_err() && !value.is_empty() {
-        errors.add(path.field(field), format!("invalid path {value:?}"));
-        return None;
+    // The rules of match paths hold (no `?`, `#`, `//`, dot segments or `%2F`): the
+    // rewritten path is what the upstream gets, past the proxy's own normalisation.
+    if !(value.is_empty() && m.kind == PathModifierType::ReplacePrefixMatch) {
+        if let Err(e) = crate::model::check_path_value(value) {
+            errors.add(path.field(field), e.to_string());
+            return None;
+        }
+        if http::uri::PathAndQuery::try_from(value.as_str()).is_err() {
+            errors.add(path.field(field), format!("invalid path {value:?}"));
+            return None;
+        }
     }
     Some(match m.kind {
         PathModifierType::ReplaceFullPath => PathModifier::ReplaceFullPath(value.as_str().into()),
@@ -1446,8 +1462,13 @@ fn extensions(
                     _ => None,
                 };
                 match parsed {
+                    // Retrying `ok` would send every successful call again.
+                    Some(c) if c == GrpcCode::OK => errors.add(
+                        cp,
+                        "ok is not a failure: expected a gRPC error code (e.g. unavailable) or 1-16",
+                    ),
                     Some(c) => out.grpc_codes.push(c),
-                    None => errors.add(cp, "expected a gRPC code name (e.g. unavailable) or 0-16"),
+                    None => errors.add(cp, "expected a gRPC code name (e.g. unavailable) or 1-16"),
                 }
             } else {
                 // GEP-1731: retryable codes are 400-599.

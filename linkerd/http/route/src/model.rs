@@ -185,6 +185,20 @@ impl std::error::Error for InvalidValue {}
 /// memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// A regex error on one line: the syntax error's own words (its message spans lines, with
+/// a caret under the pattern as compiled, anchors included).
+fn regex_error(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or_else(|| text.lines().last().unwrap_or_default())
+            .to_owned(),
+        other => other.to_string().replace('\n', " "),
+    }
+}
+
 impl Pattern {
     /// Compiles `source` to match whole values.
     ///
@@ -195,7 +209,9 @@ impl Pattern {
         let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|e| InvalidValue::new(format!("invalid regular expression: {e}")))?;
+            .map_err(|e| {
+                InvalidValue::new(format!("invalid regular expression: {}", regex_error(&e)))
+            })?;
         Ok(Self {
             source: source.into(),
             regex,
@@ -274,7 +290,7 @@ impl Hostname {
 
 // === impl PathMatch ===
 
-fn check_path_value(value: &str) -> Result<(), InvalidValue> {
+pub(crate) fn check_path_value(value: &str) -> Result<(), InvalidValue> {
     if !value.starts_with('/') {
         return Err(InvalidValue::new(format!(
             "path {value:?} must start with `/`"

@@ -86,10 +86,17 @@ fn templates() {
         .parse()
         .expect("a lone percent is text");
     assert_eq!(t.to_line(&record()), "rate 100% ok 503 5%\n");
-    let t: Format = "%Method% %status%"
-        .parse()
-        .expect("not a field-like name: text");
-    assert_eq!(t.to_line(&record()), "%Method% 503\n");
+    // Field names are lower-case: another case names no field (not text either).
+    assert!(
+        "%Method% %status%".parse::<Format>().is_err(),
+        "unknown field"
+    );
+    assert!("%STATUS%".parse::<Format>().is_err(), "unknown field");
+    // A template with no placeholder would log the same text for every request: most
+    // likely a misspelt format.
+    for constant in ["JSON", "json ", "Apache", "static text", "100%"] {
+        assert!(constant.parse::<Format>().is_err(), "{constant:?}");
+    }
     assert_eq!("json".parse::<Format>(), Ok(Format::Json));
     assert_eq!("apache".parse::<Format>(), Ok(Format::Apache));
     let mut r = record();

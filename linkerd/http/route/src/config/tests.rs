@@ -508,11 +508,21 @@ routes:
           - type: ResponseHeaderModifier
             responseHeaderModifier: { set: [{ name: connection, value: close }, { name: host, value: h }] }
         backendRefs: [{ name: web }]
+      - filters:
+          - type: ResponseHeaderModifier
+            responseHeaderModifier:
+              set: [{ name: x-b, value: "1" }]
+              add: [{ name: X-B, value: "2" }]
+              remove: [x-c, x-b, X-C]
+        backendRefs: [{ name: web }]
 "#,
     );
     let expect = [
         "routes[0].rules[0].filters[0].requestHeaderModifier.set[0].name: header content-length cannot be modified",
-        "routes[0].rules[0].filters[0].requestHeaderModifier.set[2].name: header x-a is listed twice",
+        "routes[0].rules[0].filters[0].requestHeaderModifier.set[2].name: header x-a is named twice",
+        "routes[0].rules[1].filters[0].responseHeaderModifier.add[0].name: header x-b is named twice",
+        "routes[0].rules[1].filters[0].responseHeaderModifier.remove[1]: header x-b is named twice",
+        "routes[0].rules[1].filters[0].responseHeaderModifier.remove[2]: header x-c is named twice",
         "routes[0].rules[0].filters[0].requestHeaderModifier.add[0].name: header upgrade cannot be modified",
         "routes[0].rules[0].filters[0].requestHeaderModifier.add[1].name: header keep-alive cannot be modified",
         "routes[0].rules[0].filters[0].requestHeaderModifier.remove[0]: header transfer-encoding cannot be modified",
@@ -543,7 +553,44 @@ routes:
             ));
             assert_exactly(&errors, &["routes[0].rules[0].matches[0].path.value: path"]);
         }
+        // Path modifiers too: what they write is what the upstream gets.
+        let errors = errors_of(&format!(
+            r#"
+routes:
+  - name: a
+    rules:
+      - filters:
+          - type: URLRewrite
+            urlRewrite: {{ path: {{ type: ReplaceFullPath, replaceFullPath: "{bad}" }} }}
+        backendRefs: [{{ name: web }}]
+      - filters:
+          - type: RequestRedirect
+            requestRedirect: {{ path: {{ type: ReplacePrefixMatch, replacePrefixMatch: "{bad}" }} }}
+"#
+        ));
+        assert_exactly(
+            &errors,
+            &[
+                "routes[0].rules[0].filters[0].urlRewrite.path.replaceFullPath: path",
+                "routes[0].rules[1].filters[0].requestRedirect.path.replacePrefixMatch: path",
+            ],
+        );
     }
+    let errors = errors_of(
+        r#"
+routes:
+  - name: a
+    rules:
+      - filters:
+          - type: URLRewrite
+            urlRewrite: { path: { type: ReplaceFullPath, replaceFullPath: "/x?y=1" } }
+        backendRefs: [{ name: web }]
+"#,
+    );
+    assert_exactly(
+        &errors,
+        &["routes[0].rules[0].filters[0].urlRewrite.path.replaceFullPath: path"],
+    );
     // Dots inside a segment are fine.
     let ok = parse(
         r#"
@@ -570,7 +617,7 @@ grpcRoutes:
             injectFailure: { status: 503 }
           - type: RequestRedirect
             requestRedirect: {}
-        retry: { codes: [bogus] }
+        retry: { codes: [bogus, ok, 0, unavailable] }
 ",
     );
     for e in [
@@ -578,12 +625,19 @@ grpcRoutes:
         "grpcRoutes[0].rules[0].filters[0].injectFailure.status:",
         "grpcRoutes[0].rules[0].filters[1].type:",
         "grpcRoutes[0].rules[0].retry.codes[0]:",
+        // Retrying `ok` would send every successful call again.
+        "grpcRoutes[0].rules[0].retry.codes[1]: ok is not a failure",
+        "grpcRoutes[0].rules[0].retry.codes[2]: ok is not a failure",
     ] {
         assert!(
             errors.iter().any(|got| got.starts_with(e)),
             "expected an error starting with {e:?}, got {errors:#?}"
         );
     }
+    assert!(
+        !errors.iter().any(|got| got.contains("codes[3]")),
+        "unavailable is fine: {errors:#?}"
+    );
 }
 
 #[test]
