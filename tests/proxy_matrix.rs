@@ -1991,9 +1991,10 @@ async fn dot_segments_are_resolved_before_routing() {
     );
 }
 
-/// A `GET` body of unknown length (HTTP/1.1 chunked; HTTP/2 DATA without `content-length`)
-/// reaches an `http1` backend, chunked: hyper's HTTP/1 client would send the request
-/// without it.
+/// A chunked `GET` body from an HTTP/1.1 client reaches an `http1` backend, chunked:
+/// hyper's HTTP/1 client would send the request without it. An HTTP/2 client's `GET` body
+/// with a `content-length` goes with it; one without (its HEADERS leaving the stream open,
+/// then an empty DATA frame) goes bodiless, as it came.
 #[tokio::test]
 async fn get_bodies_of_unknown_length_reach_http1_backends() {
     let backend = TestServer::backend().await.unwrap();
@@ -2018,16 +2019,26 @@ async fn get_bodies_of_unknown_length_reach_http1_backends() {
     let rsp = h2
         .send(
             get("http://x/search")
-                .body(MockBody::new().data("from h2"))
+                .body(MockBody::new().data("from h2").with_exact_size(7))
                 .unwrap(),
         )
         .await
         .unwrap();
     assert_eq!(rsp.status(), 200);
+    let rsp = h2
+        .send(get("http://x/open").body(MockBody::new().data("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
     let seen = backend.requests();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     assert_eq!(seen[0].body, "hello world", "the HTTP/1.1 client's body");
     assert_eq!(seen[1].body, "from h2", "the HTTP/2 client's body");
+    assert!(
+        !seen[2].headers.contains_key("transfer-encoding"),
+        "an HTTP/2 GET ending with an empty DATA frame stays bodiless: {:?}",
+        seen[2].headers
+    );
 }
 
 #[tokio::test]

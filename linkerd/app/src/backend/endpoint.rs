@@ -195,11 +195,12 @@ impl Endpoint {
             && !req.headers().contains_key(http::header::UPGRADE)
         {
             origin_form(&mut req, self.addr);
-            if req.version() == Version::HTTP_2 {
+            let from_h2 = req.version() == Version::HTTP_2;
+            if from_h2 {
                 join_cookies(&mut req);
             }
             *req.version_mut() = Version::HTTP_11;
-            if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+            if !from_h2 && matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
                 frame_bodied_get(&mut req);
             }
             let response = pool.clone().send_now(req);
@@ -534,9 +535,11 @@ fn join_cookies<B>(req: &mut Request<B>) {
     }
 }
 
-/// A `GET` or `HEAD` with a body of unknown length (chunked, or HTTP/2 DATA without a
-/// `content-length`) goes chunked: hyper's HTTP/1 client sends such a request without its
-/// body unless told its framing (it takes the body for an empty one).
+/// An HTTP/1.1 client's `GET` or `HEAD` with a chunked body goes chunked: hyper's HTTP/1
+/// client sends such a request without its body unless told its framing (it takes a body of
+/// unknown length for an empty one). Not for HTTP/2 clients: a `GET` whose HEADERS frame
+/// left the stream open usually ends with an empty DATA frame, and would reach the upstream
+/// as an (empty) chunked request.
 fn frame_bodied_get(req: &mut Request<BoxBody>) {
     use http_body::Body;
     let body = req.body();
