@@ -131,10 +131,12 @@ fn normalize_target<B>(req: &mut Request<B>, extended_connect: bool) -> Result<(
 /// (an unreserved character's encoding is equivalent to it, section 2.3); the query stays.
 fn remove_dot_segments<B>(req: &mut Request<B>) {
     let path = req.uri().path().as_bytes();
-    // Most paths have no segment starting with `.` or `%`: one pass settles it.
-    if !path
-        .windows(2)
-        .any(|w| w[0] == b'/' && (w[1] == b'.' || w[1] == b'%'))
+    // Most paths have no segment starting with `.` or `%`: one pass settles it. (A path
+    // that does not start with `/`, `*` or an HTTP/2 peer's oddity, is left as it is.)
+    if path.first() != Some(&b'/')
+        || !path
+            .windows(2)
+            .any(|w| w[0] == b'/' && (w[1] == b'.' || w[1] == b'%'))
         || !path.split(|&b| b == b'/').any(|seg| dots(seg).is_some())
     {
         return;
