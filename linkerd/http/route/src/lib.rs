@@ -46,6 +46,9 @@
 //! whatever the table's size. Its docs give the precedence (Gateway API, DESIGN.md section
 //! 4.1): hostname, path (`Exact` > `RegularExpression` > longest `PathPrefix`), method, header
 //! count, query count, route order, rule order. Regular expressions match whole values.
+//! Paths are matched as the request carries them: resolve dot segments first (the
+//! `linkerd-http-upgrade` layer does, as the assembled proxy's edge), or `/public/../admin`
+//! matches a `PathPrefix /public` rule that an upstream would serve as `/admin`.
 //!
 //! # Filters
 //!
