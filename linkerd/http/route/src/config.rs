@@ -1378,6 +1378,15 @@ fn filters(
                         },
                     );
                 }
+                if let Some(m) = &inj.message
+                    && !m.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+                {
+                    // It is the `l5d-proxy-error` header's value (DESIGN.md section 5).
+                    errors.add(
+                        ip.field("message"),
+                        "the message goes in a header: printable ASCII only",
+                    );
+                }
                 let ratio = errors.ratio(ip.field("ratio"), inj.ratio);
                 let delay_ratio = errors.ratio(ip.field("delayRatio"), inj.delay_ratio);
                 Filter::InjectFailure(InjectFailure {

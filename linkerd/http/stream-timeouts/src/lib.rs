@@ -57,7 +57,8 @@
 //! applies even when `lifetime` is `None`), and the request's `grpc-timeout` is re-written with
 //! the time that remains to the deadline (never longer than the client asked for), so the
 //! upstream stops when the proxy does. A malformed `grpc-timeout` is ignored, logged at debug
-//! level, and passed on as it is. A request without a `grpc-timeout` gets none added.
+//! level, and removed (a gRPC server can take it badly, also for the requests that follow it
+//! on a shared connection). A request without a `grpc-timeout` gets none added.
 //!
 //! # Extensions
 //! - Reads (and removes) [`StreamTimeouts`] from the request: it replaces the layer's

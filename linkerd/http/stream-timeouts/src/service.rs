@@ -154,7 +154,16 @@ where
             .extensions_mut()
             .remove::<StreamTimeouts>()
             .unwrap_or(self.timeouts);
-        let (lifetime, grpc_timeout) = effective_lifetime(timeouts.lifetime, req.headers());
+        let (lifetime, grpc_timeout) = match effective_lifetime(timeouts.lifetime, req.headers()) {
+            Ok(found) => found,
+            Err(lifetime) => {
+                // A malformed `grpc-timeout` goes no further: on the upstream connection
+                // every client's requests share, a gRPC server's header decoder can take it
+                // badly for the requests after it.
+                req.headers_mut().remove(&GRPC_TIMEOUT);
+                (lifetime, false)
+            }
+        };
         let deadlines = if lifetime.is_none() && timeouts.is_empty() {
             None
         } else {
@@ -248,8 +257,14 @@ where
 /// The lifetime after a gRPC request's `grpc-timeout` (which may shorten it, never lengthen
 /// it), and whether the request carried a valid `grpc-timeout` to re-write upstream.
 ///
-/// A malformed value is ignored (logged at debug level) and left as it is.
-fn effective_lifetime(lifetime: Option<Duration>, headers: &HeaderMap) -> (Option<Duration>, bool) {
+/// A malformed value is ignored (logged at debug level); the caller removes it.
+///
+/// # Errors
+/// The lifetime alone when the request carries a malformed `grpc-timeout`.
+fn effective_lifetime(
+    lifetime: Option<Duration>,
+    headers: &HeaderMap,
+) -> Result<(Option<Duration>, bool), Option<Duration>> {
     // `content-type` first: most requests are not gRPC, and it is the cheaper lookup.
     let value = if is_grpc(headers) {
         headers.get(&GRPC_TIMEOUT)
@@ -257,11 +272,11 @@ fn effective_lifetime(lifetime: Option<Duration>, headers: &HeaderMap) -> (Optio
         None
     };
     let Some(value) = value else {
-        return (lifetime, false);
+        return Ok((lifetime, false));
     };
     match grpc_timeout(value) {
-        Some(d) => (Some(lifetime.map_or(d, |l| l.min(d))), true),
-        None => (lifetime, false),
+        Some(d) => Ok((Some(lifetime.map_or(d, |l| l.min(d))), true)),
+        None => Err(lifetime),
     }
 }
 

@@ -618,6 +618,9 @@ grpcRoutes:
           - type: RequestRedirect
             requestRedirect: {}
         retry: { codes: [bogus, ok, 0, unavailable] }
+      - filters:
+          - type: InjectFailure
+            injectFailure: { grpcStatus: 14, message: 'injected dénié' }
 ",
     );
     for e in [
@@ -628,6 +631,7 @@ grpcRoutes:
         // Retrying `ok` would send every successful call again.
         "grpcRoutes[0].rules[0].retry.codes[1]: ok is not a failure",
         "grpcRoutes[0].rules[0].retry.codes[2]: ok is not a failure",
+        "grpcRoutes[0].rules[1].filters[0].injectFailure.message: the message goes in a header",
     ] {
         assert!(
             errors.iter().any(|got| got.starts_with(e)),
