@@ -138,10 +138,8 @@ impl Record {
     pub fn host(&self) -> Option<&str> {
         match &self.host {
             Some(h) => Some(std::str::from_utf8(host_bytes(h.as_bytes())).unwrap_or("")),
-            None => self.uri.authority().map(|a| {
-                let a = a.as_str();
-                a.rsplit_once('@').map_or(a, |(_, h)| h)
-            }),
+            // The record's URI has no userinfo (see `without_userinfo`).
+            None => self.uri.authority().map(http::uri::Authority::as_str),
         }
     }
 

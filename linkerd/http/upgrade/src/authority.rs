@@ -198,25 +198,18 @@ fn dots(seg: &[u8]) -> Option<u8> {
     (n > 0).then_some(n)
 }
 
-/// Sets `Host` to `authority` (without userinfo) unless it already says so.
+/// Sets `Host` to `authority` (which has no userinfo: targets with one are refused first)
+/// unless it already says so.
 fn set_host<B>(req: &mut Request<B>, authority: &Authority) -> Result<(), Why> {
-    let host = authority
-        .as_str()
-        .rsplit_once('@')
-        .map_or(authority.as_str(), |(_, h)| h);
     let same = {
         let mut hosts = req.headers().get_all(header::HOST).iter();
-        matches!((hosts.next(), hosts.next()), (Some(h), None) if h.as_bytes() == host.as_bytes())
+        matches!((hosts.next(), hosts.next()), (Some(h), None) if h.as_bytes() == authority.as_str().as_bytes())
     };
     if !same {
-        let value = if host.len() == authority.as_str().len() {
-            // No userinfo: the header shares the authority's bytes (see `SharedAuthority`).
-            HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(SharedAuthority(
-                authority.clone(),
-            )))
-        } else {
-            HeaderValue::from_str(host)
-        };
+        // The header shares the authority's bytes (see `SharedAuthority`).
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(SharedAuthority(
+            authority.clone(),
+        )));
         req.headers_mut()
             .insert(header::HOST, value.map_err(|_| "invalid authority")?);
     }
